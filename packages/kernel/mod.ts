@@ -1,0 +1,28 @@
+/**
+ * @dmalab/kernel: the core every dmalab package stands on. A world
+ * ({@linkcode Kernel}) with a deterministic scheduler and virtual time, errno
+ * and the two failure kinds, dmesg, trace events, locks with lockdep,
+ * physical memory and mm, and the driver model.
+ *
+ * @example
+ * ```ts
+ * import { Kernel } from "@dmalab/kernel";
+ * const world = new Kernel({ seed: 7 });
+ * await world.runTask("hello", async () => {
+ *   await world.sched.msleep(1);
+ * });
+ * ```
+ *
+ * @module
+ */
+export * from "./errno.ts";
+export * from "./errors.ts";
+export * from "./dmesg.ts";
+export * from "./trace.ts";
+export * from "./world.ts";
+export * from "./device.ts";
+export * from "./sched/policy.ts";
+export * from "./sched/task.ts";
+export * from "./sched/scheduler.ts";
+export * from "./sched/wait_queue.ts";
+export * from "./sched/completion.ts";
