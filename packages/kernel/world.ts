@@ -19,9 +19,9 @@
  */
 import { Dmesg } from "./dmesg.ts";
 import { type BugKind, KernelBug } from "./errors.ts";
-import { type SchedPolicy } from "./sched/policy.ts";
+import type { SchedPolicy } from "./sched/policy.ts";
 import { type RunResult, Scheduler, type SpawnOptions } from "./sched/scheduler.ts";
-import { type Task, type TaskKind } from "./sched/task.ts";
+import type { Task, TaskKind } from "./sched/task.ts";
 import { Tracer } from "./trace.ts";
 
 /** Options for a new world. */
