@@ -9,7 +9,10 @@
 const { readFileSync, existsSync } = require("node:fs");
 const { dirname, join, basename } = require("node:path");
 
-const DENO = "{workspaceRoot}/tools/bin/deno";
+// Every member sits two levels below the root (packages/x, apps/x, tools/x)
+// and commands run in the member folder; Nx only expands {workspaceRoot} at
+// the start of an option, so paths are relative.
+const DENO = "../../tools/bin/deno";
 
 function denoTarget(command, extra) {
   return {
@@ -24,11 +27,11 @@ function targetsFor(root, deno) {
   const name = basename(root);
   const targets = {};
   if (tasks.test) {
-    const junit = `{workspaceRoot}/out/junit/${root.replaceAll("/", "-")}.xml`;
-    targets.test = denoTarget(`${DENO} task test --junit-path=${junit}`, {
+    const junit = `out/junit/${root.replaceAll("/", "-")}.xml`;
+    targets.test = denoTarget(`${DENO} task test --junit-path=../../${junit}`, {
       cache: true,
       inputs: ["default", "^production"],
-      outputs: [junit],
+      outputs: [`{workspaceRoot}/${junit}`],
     });
   }
   targets.check = denoTarget(`${DENO} check`, {
