@@ -1,5 +1,5 @@
 import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { newPackage } from "./new_package.ts";
@@ -9,7 +9,7 @@ Deno.test("newPackage writes the standard layout and sync_versions keeps it in s
   const root = mkdtempSync(join(tmpdir(), "dmalab-gen-"));
   try {
     mkdirSync(join(root, "packages"));
-    Deno.writeTextFileSync(join(root, "deno.json"), JSON.stringify({ workspace: ["packages/*"] }));
+    writeFileSync(join(root, "deno.json"), JSON.stringify({ workspace: ["packages/*"] }));
     await t.step("generates deno.json, package.json, mod.ts, test and README", () => {
       const files = newPackage(root, { name: "gpu", description: "A GPU.", deps: ["kernel"] });
       strictEqual(files.length, 5);
@@ -28,7 +28,7 @@ Deno.test("newPackage writes the standard layout and sync_versions keeps it in s
       const pkgPath = join(root, "packages/gpu/package.json");
       const pkg = JSON.parse(readFileSync(pkgPath, "utf8"));
       pkg.version = "0.2.0";
-      Deno.writeTextFileSync(pkgPath, JSON.stringify(pkg));
+      writeFileSync(pkgPath, JSON.stringify(pkg));
       strictEqual(syncVersions(root, false).length, 1);
       strictEqual(syncVersions(root, true).length, 1);
       strictEqual(syncVersions(root, false).length, 0);
