@@ -26,3 +26,4 @@ export * from "./sched/task.ts";
 export * from "./sched/scheduler.ts";
 export * from "./sched/wait_queue.ts";
 export * from "./sched/completion.ts";
+export * from "./refcount.ts";
