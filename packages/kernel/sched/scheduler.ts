@@ -70,6 +70,15 @@ interface Deferred {
   reject: (e: unknown) => void;
 }
 
+/**
+ * Sees every scheduling point: the decision context and the task that will
+ * run next (see {@linkcode Scheduler.observer}).
+ */
+export type StepObserver = (ctx: PickContext, next: TaskT) => void;
+
+/** A promise that never settles: where a task stops once its run has failed. */
+const HALTED = (): Promise<never> => new Promise<never>(() => {});
+
 /** Nanoseconds per millisecond. */
 export const NSEC_PER_MSEC = 1_000_000;
 /** Nanoseconds per second. */
@@ -109,6 +118,7 @@ export class Scheduler {
   #failure: unknown = null;
   readonly #irqTask: Task;
   #inTimer = false;
+  #observer: StepObserver | null = null;
 
   /** `hooks.bug` decides whether splats throw (strict) or only log. */
   constructor(hooks: SchedulerHooks, options: SchedulerOptions = {}) {
@@ -138,6 +148,31 @@ export class Scheduler {
   /** Replaces the policy (between runs, or by the explorer). */
   set policy(p: SchedPolicy) {
     this.#policy = p;
+  }
+
+  /**
+   * Called at every scheduling point, forced or chosen, after the decision
+   * and before the chosen task resumes (the explorer checks invariants and
+   * tracks partial-order information here). It may end the run with
+   * {@linkcode Scheduler.abort}. Null (the default) costs one branch.
+   */
+  get observer(): StepObserver | null {
+    return this.#observer;
+  }
+
+  /** Installs or removes the step observer. */
+  set observer(o: StepObserver | null) {
+    this.#observer = o;
+  }
+
+  /**
+   * Ends the run in progress with `reason`: {@linkcode Scheduler.run} rejects
+   * with it, and every task stops at its next scheduling point (none resumes
+   * again). No-op outside a run or once the run has failed. Used by the
+   * explorer when an invariant breaks or a schedule is pruned.
+   */
+  abort(reason: unknown): void {
+    if (this.#run) this.#fail(reason);
   }
 
   /** The running task; the interrupt context while a timer fires; null outside a run. */
@@ -296,17 +331,23 @@ export class Scheduler {
   preempt(label: string, object?: number, access?: "read" | "write"): Promise<void> {
     const t = this.#requireTask(label);
     this.mightSleep(label);
-    if (this.#runqueue.length === 0) {
-      this.#countStep();
-      return Promise.resolve();
-    }
+    // After a failed run every task stops at its next point.
+    if (this.#failure !== null) return HALTED();
     const point: YieldPoint = object === undefined
       ? { reason: "preempt", label }
       : access === undefined
       ? { reason: "preempt", label, object }
       : { reason: "preempt", label, object, access };
+    if (this.#runqueue.length === 0) {
+      this.#countStep();
+      if (this.#observer !== null) {
+        this.#observer({ runnable: [t], current: t, point, step: this.#steps }, t);
+      }
+      return this.#failure === null ? Promise.resolve() : HALTED();
+    }
     const runnable = [t, ...this.#runqueue];
     const next = this.#pick(runnable, t, point);
+    if (this.#failure !== null) return HALTED();
     if (next === t) return Promise.resolve();
     t.state = "runnable";
     this.#runqueue.push(t);
@@ -441,7 +482,13 @@ export class Scheduler {
 
   #pick(runnable: Task[], current: Task | null, point: YieldPoint): Task {
     this.#countStep();
-    if (runnable.length === 1) return runnable[0]!;
+    if (runnable.length === 1) {
+      const only = runnable[0]!;
+      if (this.#observer !== null) {
+        this.#observer({ runnable, current, point, step: this.#steps }, only);
+      }
+      return only;
+    }
     const ctx: PickContext = { runnable, current, point, step: this.#steps };
     const next = this.#policy.pick(ctx);
     if (!runnable.includes(next)) {
@@ -450,6 +497,7 @@ export class Scheduler {
         `policy ${this.#policy.name} picked a task that is not runnable`,
       );
     }
+    if (this.#observer !== null) this.#observer(ctx, next);
     return next;
   }
 
@@ -459,6 +507,7 @@ export class Scheduler {
     for (;;) {
       if (this.#runqueue.length > 0) {
         const next = this.#pick(this.#runqueue.slice(), prev, point);
+        if (this.#failure !== null) return;
         this.#handOff(prev, next);
         return;
       }
