@@ -1,0 +1,32 @@
+/**
+ * @dmalab/dma-buf: Linux's dma-buf fences and reservation objects on the
+ * deterministic dmalab scheduler: `dma_fence` (with array, chain, unwrap and
+ * merge), the signalling annotations wired into lockdep, and `dma_resv`.
+ *
+ * @example
+ * ```ts
+ * import { Kernel } from "@dmalab/kernel";
+ * import { DmaFence, dmaFenceContextAlloc } from "@dmalab/dma-buf";
+ *
+ * const world = new Kernel();
+ * const ops = { getDriverName: () => "gpu", getTimelineName: () => "gfx" };
+ * const fence = new DmaFence(world, ops, dmaFenceContextAlloc(world, 1), 1);
+ * world.spawn("irq", async () => {
+ *   await world.sched.msleep(5);
+ *   fence.signal();
+ * });
+ * world.spawn("waiter", async () => {
+ *   await fence.wait(false); // 0 once signalled
+ * });
+ * await world.run();
+ * fence.timestamp() > 0; // true: virtual time of the signal
+ * ```
+ *
+ * @module
+ */
+export * from "./fence/fence_lock.ts";
+export * from "./fence/signalling.ts";
+export * from "./fence/dma_fence.ts";
+export * from "./fence/dma_fence_array.ts";
+export * from "./fence/dma_fence_chain.ts";
+export * from "./fence/dma_fence_unwrap.ts";
