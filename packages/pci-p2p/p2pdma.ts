@@ -1,0 +1,546 @@
+/**
+ * DOC: PCI peer-to-peer DMA (drivers/pci/p2pdma.c)
+ *
+ * Providers (one per memory BAR, `struct p2pdma_provider`), the per-device
+ * `struct pci_p2pdma` with its map-type cache (an xarray keyed by the
+ * client's `(domain << 16) | bus << 8 | devfn`) and optional gen_pool of
+ * donated BAR memory, and the decision every P2P mapping depends on:
+ * `calc_map_type_and_dist`, with the upstream walks, ACS redirect detection
+ * on both chains, the `pci=disable_acs_redir=` hint, `cpu_supports_p2pdma()`
+ * and the host-bridge whitelist (`REQ_SAME_HOST_BRIDGE`, "first device on
+ * the root bus"). Warnings go to the world's dmesg with the kernel's texts.
+ *
+ * Locking: the kernel reads `pdev->p2pdma` under RCU and stores cache entries
+ * with GFP_ATOMIC, so the distance/map-type functions are callable in atomic
+ * context: all are synchronous here. `pci_p2pdma_add_resource` and
+ * `pcim_p2pdma_init` may sleep in the kernel (devm allocations) but touch no
+ * scheduler state, so they are synchronous too.
+ *
+ * @module
+ */
+import { type Device, KernelError } from "@dmalab/kernel";
+import {
+  PAGE_SHIFT,
+  PCI_ACS_CR,
+  PCI_ACS_EC,
+  PCI_ACS_RR,
+  PCI_STD_NUM_BARS,
+  PciP2pdmaMapType,
+} from "./constants.ts";
+import { devIsPci, hex, type PciDev, type PciHostBridge, pciUpstreamBridge } from "./fabric.ts";
+import { cpuSupportsP2pdma, pciFabric } from "./machine.ts";
+import { GenPool } from "./gen_pool.ts";
+import { formatBar } from "./builder.ts";
+
+/** `struct p2pdma_provider`: a BAR's MMIO usable for P2P. */
+export interface P2pdmaProvider {
+  /** The device owning the BAR. */
+  readonly owner: PciDev;
+  /** BAR index. */
+  readonly bar: number;
+  /** Bus address minus CPU physical address. */
+  readonly busOffset: bigint;
+}
+
+/** `struct pci_p2pdma`. */
+export class PciP2pdma {
+  /** Map-type cache (`map_types` xarray). */
+  readonly mapTypes: Map<number, PciP2pdmaMapType> = new Map();
+  /** Providers per BAR (null for non-memory BARs). */
+  readonly mem: (P2pdmaProvider | null)[];
+  /** Donated memory pool, or null. */
+  pool: GenPool | null = null;
+  /** `p2pmem_published`. */
+  published = false;
+  /** Outstanding allocations (the pgmap percpu refs). */
+  allocRefs = 0;
+  /** Donated ranges `[start, end]` (CPU physical), for `is_pci_p2pdma_page`. */
+  readonly ranges: { start: bigint; end: bigint; provider: P2pdmaProvider }[] = [];
+
+  /** Built by {@linkcode pcimP2pdmaInit}. */
+  constructor(mem: (P2pdmaProvider | null)[]) {
+    this.mem = mem;
+  }
+}
+
+/** A map type and distance. */
+export interface MapTypeAndDist {
+  /** Map type. */
+  readonly mapType: PciP2pdmaMapType;
+  /** Distance (always computed; meaningful unless NOT_SUPPORTED). */
+  readonly dist: number;
+}
+
+function pciWarn(dev: Device, msg: string): void {
+  dev.world.dmesg.printk(
+    "warn",
+    `${dev.driver ?? dev.bus?.name ?? ""} ${dev.name}: ${msg}`.trimStart(),
+  );
+}
+
+function pciInfo(dev: Device, msg: string): void {
+  dev.world.dmesg.printk(
+    "info",
+    `${dev.driver ?? dev.bus?.name ?? ""} ${dev.name}: ${msg}`.trimStart(),
+  );
+}
+
+/**
+ * `pcim_p2pdma_init`: creates the device's P2PDMA state and one provider per
+ * memory BAR. Idempotent. -EOPNOTSUPP when the BARs are not mappable.
+ */
+export function pcimP2pdmaInit(pdev: PciDev): void {
+  if (pdev.nonMappableBars) {
+    throw new KernelError("EOPNOTSUPP", `pcim_p2pdma_init: ${pdev.name} has non-mappable BARs`);
+  }
+  if (pdev.p2pdma) return;
+  const mem: (P2pdmaProvider | null)[] = [];
+  for (let i = 0; i < PCI_STD_NUM_BARS; i++) {
+    const bar = pdev.bars[i];
+    mem.push(bar && bar.mem ? { owner: pdev, bar: i, busOffset: bar.busOffset } : null);
+  }
+  pdev.p2pdma = new PciP2pdma(mem);
+}
+
+/**
+ * `pcim_p2pdma_provider(pdev, bar)`: the provider of a memory BAR; null for
+ * a non-memory BAR or non-mappable device; WARN and null when
+ * `pcim_p2pdma_init` was not called.
+ */
+export function pcimP2pdmaProvider(pdev: PciDev, bar: number): P2pdmaProvider | null {
+  const b = pdev.bars[bar];
+  if (!b || !b.mem || pdev.nonMappableBars) return null;
+  const p2p = pdev.p2pdma;
+  if (!p2p) {
+    pdev.world.warnOn(
+      true,
+      `pcim_p2pdma_provider: ${pdev.name}: pcim_p2pdma_init() was not called (drivers/pci/p2pdma.c)`,
+    );
+    return null;
+  }
+  return p2p.mem[bar] ?? null;
+}
+
+/**
+ * `pci_p2pdma_add_resource(pdev, bar, size, offset)`: donates part of a BAR
+ * (size 0: the rest of it) to the device's p2pmem pool. The pool stores the
+ * bus address as each chunk's "physical" address.
+ */
+export function pciP2pdmaAddResource(pdev: PciDev, bar: number, size = 0n, offset = 0n): void {
+  const b = pdev.bars[bar];
+  const fn = "pci_p2pdma_add_resource";
+  if (!b || !b.mem) {
+    throw new KernelError("EINVAL", `${fn}: ${pdev.name} BAR ${bar} is not a memory BAR`);
+  }
+  if (offset >= b.size) {
+    throw new KernelError(
+      "EINVAL",
+      `${fn}: ${pdev.name} BAR ${bar}: offset 0x${hex(offset, 1)} >= BAR length`,
+    );
+  }
+  if (size === 0n) size = b.size - offset;
+  if (size + offset > b.size) {
+    throw new KernelError("EINVAL", `${fn}: ${pdev.name} BAR ${bar}: size + offset beyond the BAR`);
+  }
+  if (b.start === null) {
+    throw new KernelError("EINVAL", `${fn}: ${pdev.name} BAR ${bar} ${formatBar(b)} is unassigned`);
+  }
+  pcimP2pdmaInit(pdev);
+  const p2p = pdev.p2pdma!;
+  if (!p2p.pool) p2p.pool = new GenPool(PAGE_SHIFT, pdev.numaNode);
+  const mem = pcimP2pdmaProvider(pdev, bar);
+  if (!mem) throw new KernelError("EINVAL", `${fn}: ${pdev.name} BAR ${bar} has no provider`);
+  const start = b.start + offset;
+  const end = start + size - 1n;
+  p2p.pool.add(start, b.start + b.busOffset + offset, size);
+  p2p.ranges.push({ start, end, provider: mem });
+  pciInfo(pdev, `added peer-to-peer DMA memory 0x${hex(start, 1)}-0x${hex(end, 1)}`);
+}
+
+/** `pci_bridge_has_acs_redir`: ACS capability with RR, CR or EC enabled. */
+export function pciBridgeHasAcsRedir(pdev: PciDev): boolean {
+  return pdev.hasAcs && (pdev.acsCtrl & (PCI_ACS_RR | PCI_ACS_CR | PCI_ACS_EC)) !== 0;
+}
+
+/** One entry of `pci_p2pdma_whitelist[]`. */
+export interface P2pdmaWhitelistEntry {
+  /** Vendor id. */
+  readonly vendor: number;
+  /** Device id, or -1 for `PCI_ANY_ID`. */
+  readonly device: number;
+  /** `REQ_SAME_HOST_BRIDGE`. */
+  readonly reqSameHostBridge: boolean;
+}
+
+const W = (vendor: number, device: number, same = false): P2pdmaWhitelistEntry => ({
+  vendor,
+  device,
+  reqSameHostBridge: same,
+});
+
+/** `pci_p2pdma_whitelist[]` as of the PCI maintainer tree (cd2698d7). */
+export const PCI_P2PDMA_WHITELIST: readonly P2pdmaWhitelistEntry[] = [
+  W(0x8086, 0x3c00, true),
+  W(0x8086, 0x3c01, true),
+  W(0x8086, 0x2f00, true),
+  W(0x8086, 0x2f01, true),
+  W(0x8086, 0x2030),
+  W(0x8086, 0x2031),
+  W(0x8086, 0x2032),
+  W(0x8086, 0x2033),
+  W(0x8086, 0x2020),
+  W(0x8086, 0x09a2),
+  W(0x8086, 0x0b25), // DSA SPR0
+  W(0x8086, 0x0cfe), // IAX SPR0
+  W(0x8086, 0x11fb), // DSA GNRD
+  W(0x8086, 0x1212), // DSA DMR
+  W(0x8086, 0x1216), // IAA DMR
+  W(0x8086, 0x4940), // QAT 4XXX
+  W(0x8086, 0x4942), // QAT 401XX
+  W(0x8086, 0x4944), // QAT 402XX
+  W(0x8086, 0x4946), // QAT 420XX
+  W(0x8086, 0x4948), // QAT 6XXX
+  W(0x1ae0, -1), // Google SoCs
+  W(0x10de, 0x2f95),
+  W(0x10de, 0x2f96),
+  W(0x10de, 0x2f97),
+  W(0x10de, 0x2f98),
+  W(0x1d17, 0x1003, true),
+  W(0x1d17, 0x1005, true),
+  W(0x1d17, 0x1006, true),
+  W(0x1d17, 0x1007, true),
+  W(0x1d17, 0x1008),
+];
+
+/**
+ * `pci_host_bridge_dev`: the first function on the host's root bus if it is
+ * devfn 00.0 or a Root Port, else null.
+ */
+export function pciHostBridgeDev(host: PciHostBridge): PciDev | null {
+  const root = host.bus.devices[0];
+  if (!root) return null;
+  if (root.devfn === 0) return root;
+  if (root.type === "root_port") return root;
+  return null;
+}
+
+/** `__host_bridge_whitelist(host, same_host_bridge, warn)`. */
+export function hostBridgeWhitelistOne(
+  host: PciHostBridge,
+  sameHostBridge: boolean,
+  warn: boolean,
+): boolean {
+  const root = pciHostBridgeDev(host);
+  if (!root) return false;
+  for (const e of PCI_P2PDMA_WHITELIST) {
+    if (root.vendor !== e.vendor) continue;
+    if (e.device !== -1 && root.deviceId !== e.device) continue;
+    if (e.reqSameHostBridge && !sameHostBridge) return false;
+    return true;
+  }
+  if (warn) {
+    pciWarn(
+      root,
+      `Host bridge not in P2PDMA whitelist: ${hex(root.vendor, 4)}:${hex(root.deviceId, 4)}`,
+    );
+  }
+  return false;
+}
+
+/** `host_bridge_whitelist(a, b, warn)`. */
+export function hostBridgeWhitelist(a: PciDev, b: PciDev, warn: boolean): boolean {
+  const ha = a.host;
+  const hb = b.host;
+  if (ha === hb) return hostBridgeWhitelistOne(ha, true, warn);
+  return hostBridgeWhitelistOne(ha, false, warn) && hostBridgeWhitelistOne(hb, false, warn);
+}
+
+/** `map_types_idx(client)`. */
+export function mapTypesIdx(client: PciDev): number {
+  return client.domain * 0x10000 + client.devId;
+}
+
+/** Counts how often the whitelist was consulted (tests use it; not kernel state). */
+export const whitelistProbe: { calls: number } = { calls: 0 };
+
+/**
+ * `calc_map_type_and_dist(provider, client, &dist, verbose)`: the P2P map
+ * type between two PCI functions and their distance, cached in the
+ * provider's `map_types` when the provider has P2PDMA state.
+ */
+export function calcMapTypeAndDist(
+  provider: PciDev,
+  client: PciDev,
+  verbose: boolean,
+): MapTypeAndDist {
+  let mapType: PciP2pdmaMapType = PciP2pdmaMapType.THRU_HOST_BRIDGE;
+  let acsRedirects = false;
+  let acsList = "";
+  let acsCnt = 0;
+  let distA = 0;
+  let distB = 0;
+  let a: PciDev | null = provider;
+  let common: PciDev | null = null;
+  outer: while (a) {
+    distB = 0;
+    if (pciBridgeHasAcsRedir(a)) {
+      acsList = seqBufAppend(acsList, `${a.name};`);
+      acsCnt++;
+    }
+    let bb: PciDev | null = client;
+    while (bb) {
+      if (a === bb) {
+        common = a;
+        break outer;
+      }
+      bb = pciUpstreamBridge(bb);
+      distB++;
+    }
+    a = pciUpstreamBridge(a);
+    distA++;
+  }
+  const dist = distA + distB;
+  let done = false;
+  if (common) {
+    let bb: PciDev | null = client;
+    while (bb) {
+      if (bb === common) break;
+      if (pciBridgeHasAcsRedir(bb)) {
+        acsList = seqBufAppend(acsList, `${bb.name};`);
+        acsCnt++;
+      }
+      bb = pciUpstreamBridge(bb);
+    }
+    if (acsCnt === 0) {
+      mapType = PciP2pdmaMapType.BUS_ADDR;
+      done = true;
+    } else {
+      if (verbose) {
+        const list = acsList.endsWith(";") ? acsList.slice(0, -1) : acsList;
+        pciWarn(client, `ACS redirect is set between the client and provider (${provider.name})`);
+        pciWarn(
+          client,
+          `to disable ACS redirect for this path, add the kernel parameter: pci=disable_acs_redir=${list}`,
+        );
+      }
+      acsRedirects = true;
+    }
+  }
+  if (!done) {
+    if (!cpuSupportsP2pdma(provider.world)) {
+      whitelistProbe.calls++;
+      if (!hostBridgeWhitelist(provider, client, acsRedirects)) {
+        if (verbose) {
+          pciWarn(
+            client,
+            `cannot be used for peer-to-peer DMA as the client and provider (${provider.name}) do not share an upstream bridge or whitelisted host bridge`,
+          );
+        }
+        mapType = PciP2pdmaMapType.NOT_SUPPORTED;
+      }
+    }
+  }
+  provider.p2pdma?.mapTypes.set(mapTypesIdx(client), mapType);
+  return { mapType, dist };
+}
+
+/** seq_buf of 128 bytes: text that does not fit is dropped (the buffer keeps what fits). */
+function seqBufAppend(buf: string, s: string): string {
+  const room = 127 - buf.length;
+  return room <= 0 ? buf : buf + s.slice(0, room);
+}
+
+/** `find_parent_pci_dev`: `dev` or its nearest PCI ancestor. */
+export function findParentPciDev(dev: Device): PciDev | null {
+  let d: Device | null = dev;
+  while (d) {
+    if (devIsPci(d)) return d;
+    d = d.parent;
+  }
+  return null;
+}
+
+/**
+ * `pci_p2pdma_distance_many(provider, clients, num_clients, verbose)`: -1
+ * when there are no clients, a client is not PCI, or any client is
+ * NOT_SUPPORTED; otherwise the sum of the distances.
+ */
+export function pciP2pdmaDistanceMany(
+  provider: PciDev,
+  clients: readonly Device[],
+  verbose: boolean,
+): number {
+  if (clients.length === 0) return -1;
+  let notSupported = false;
+  let total = 0;
+  for (const c of clients) {
+    const pc = findParentPciDev(c);
+    if (!pc) {
+      if (verbose) pciWarn(c, "cannot be used for peer-to-peer DMA as it is not a PCI device");
+      return -1;
+    }
+    const { mapType, dist } = calcMapTypeAndDist(provider, pc, verbose);
+    if (mapType === PciP2pdmaMapType.NOT_SUPPORTED) notSupported = true;
+    if (notSupported && !verbose) break;
+    total += dist;
+  }
+  return notSupported ? -1 : total;
+}
+
+/** `pci_p2pdma_distance(provider, client, verbose)`. */
+export function pciP2pdmaDistance(provider: PciDev, client: Device, verbose: boolean): number {
+  return pciP2pdmaDistanceMany(provider, [client], verbose);
+}
+
+/**
+ * `pci_p2pdma_map_type(provider, dev)`: NOT_SUPPORTED when the provider's
+ * device has no P2PDMA state or `dev` is not PCI; else the cached type,
+ * computed verbosely on a miss.
+ */
+export function pciP2pdmaMapType(provider: P2pdmaProvider, dev: Device): PciP2pdmaMapType {
+  const pdev = provider.owner;
+  const p2p = pdev.p2pdma;
+  if (!p2p) return PciP2pdmaMapType.NOT_SUPPORTED;
+  if (!devIsPci(dev)) return PciP2pdmaMapType.NOT_SUPPORTED;
+  const t = p2p.mapTypes.get(mapTypesIdx(dev)) ?? PciP2pdmaMapType.UNKNOWN;
+  if (t === PciP2pdmaMapType.UNKNOWN) return calcMapTypeAndDist(pdev, dev, true).mapType;
+  return t;
+}
+
+/** `pci_p2pdma_bus_addr_map(provider, paddr)`: the PCI bus address of `paddr`. */
+export function pciP2pdmaBusAddrMap(provider: P2pdmaProvider, paddr: bigint): bigint {
+  return paddr + provider.busOffset;
+}
+
+/** `pci_has_p2pmem`: a pool exists and was published. */
+export function pciHasP2pmem(pdev: PciDev): boolean {
+  return pdev.p2pdma !== null && pdev.p2pdma.pool !== null && pdev.p2pdma.published;
+}
+
+/** `pci_p2pmem_publish(pdev, publish)`. */
+export function pciP2pmemPublish(pdev: PciDev, publish: boolean): void {
+  if (pdev.p2pdma) pdev.p2pdma.published = publish;
+}
+
+/**
+ * `pci_p2pmem_find_many(clients, num_clients)`: among published providers,
+ * those at the smallest non-negative distance to all clients; one is picked
+ * at random (deterministic per world seed). Null when none fits.
+ */
+export function pciP2pmemFindMany(clients: readonly Device[]): PciDev | null {
+  if (clients.length === 0) return null;
+  const world = clients[0]!.world;
+  const fabric = pciFabric(world);
+  const maxDevs = 4096 / 8;
+  let closest = Number.MAX_SAFE_INTEGER;
+  let best: PciDev[] = [];
+  for (const pdev of fabric.devices) {
+    if (!pdev.registered || !pciHasP2pmem(pdev)) continue;
+    const d = pciP2pdmaDistanceMany(pdev, clients, false);
+    if (d < 0 || d > closest) continue;
+    if (d === closest && best.length >= maxDevs) continue;
+    if (d < closest) {
+      best = [];
+      closest = d;
+    }
+    best.push(pdev);
+  }
+  if (best.length === 0) return null;
+  return best[fabric.randomBelow(best.length)]!;
+}
+
+/** `pci_p2pmem_find(client)`. */
+export function pciP2pmemFind(client: Device): PciDev | null {
+  return pciP2pmemFindMany([client]);
+}
+
+/**
+ * `pci_alloc_p2pmem(pdev, size)`: allocates from the pool; returns the
+ * address (the CPU physical address of the ZONE_DEVICE range stands in for
+ * the kernel virtual address) or null.
+ */
+export function pciAllocP2pmem(pdev: PciDev, size: bigint): bigint | null {
+  const p2p = pdev.p2pdma;
+  if (!p2p || !p2p.pool) return null;
+  const addr = p2p.pool.alloc(size);
+  if (addr !== null) p2p.allocRefs++;
+  return addr;
+}
+
+/** `pci_free_p2pmem(pdev, addr, size)`; a range the pool does not own is a BUG. */
+export function pciFreeP2pmem(pdev: PciDev, addr: bigint, size: bigint): void {
+  const p2p = pdev.p2pdma;
+  if (!p2p || !p2p.pool || !p2p.pool.free(addr, size)) {
+    pdev.world.bug(
+      "BUG",
+      `kernel BUG at lib/genalloc.c: pci_free_p2pmem: ${pdev.name}: 0x${hex(addr, 1)}+0x${
+        hex(size, 1)
+      } was not allocated from this pool`,
+    );
+    return;
+  }
+  p2p.allocRefs--;
+}
+
+/** `pci_p2pmem_virt_to_bus(pdev, addr)`: the bus address, 0 when unknown. */
+export function pciP2pmemVirtToBus(pdev: PciDev, addr: bigint | null): bigint {
+  if (addr === null || !pdev.p2pdma?.pool) return 0n;
+  return pdev.p2pdma.pool.virtToPhys(addr) ?? 0n;
+}
+
+/** sysfs `p2pmem/{size,available,published}` of a device, or null when absent. */
+export function p2pmemSysfs(
+  pdev: PciDev,
+): { size: bigint; available: bigint; published: boolean } | null {
+  const p = pdev.p2pdma;
+  if (!p || !p.pool) return null;
+  return { size: p.pool.size(), available: p.pool.avail(), published: p.published };
+}
+
+/**
+ * The provider owning CPU physical address `paddr` (`is_pci_p2pdma_page` +
+ * `page->pgmap`), or null for ordinary memory.
+ */
+export function p2pdmaProviderOf(pdev: PciDev, paddr: bigint): P2pdmaProvider | null {
+  for (const r of pdev.p2pdma?.ranges ?? []) {
+    if (paddr >= r.start && paddr <= r.end) return r.provider;
+  }
+  return null;
+}
+
+/** `struct pci_p2pdma_map_state`: caches the map type per provider across pages. */
+export class P2pdmaMapState {
+  /** Last provider seen. */
+  mem: P2pdmaProvider | null = null;
+  /** Its map type. */
+  map: PciP2pdmaMapType = PciP2pdmaMapType.UNKNOWN;
+
+  /**
+   * `pci_p2pdma_state(state, dev, page)`: NONE for a non-P2P page
+   * (`provider` null), else the map type of `provider` towards `dev`.
+   */
+  state(dev: Device, provider: P2pdmaProvider | null): PciP2pdmaMapType {
+    if (!provider) return PciP2pdmaMapType.NONE;
+    if (provider !== this.mem) {
+      this.mem = provider;
+      this.map = pciP2pdmaMapType(provider, dev);
+    }
+    return this.map;
+  }
+}
+
+/**
+ * `pci_p2pdma_release` (devres, on driver unbind): drops the P2PDMA state.
+ * Outstanding allocations would leave ZONE_DEVICE pages in use: a BUG.
+ */
+export function pciP2pdmaRelease(pdev: PciDev): void {
+  const p = pdev.p2pdma;
+  if (!p) return;
+  if (p.allocRefs > 0) {
+    pdev.world.bug(
+      "BUG",
+      `pci_p2pdma_release: ${pdev.name}: ${p.allocRefs} p2pmem allocations still outstanding`,
+    );
+  }
+  pdev.p2pdma = null;
+}
