@@ -27,3 +27,8 @@ export * from "./sched/scheduler.ts";
 export * from "./sched/wait_queue.ts";
 export * from "./sched/completion.ts";
 export * from "./refcount.ts";
+export * from "./memory/sparse_store.ts";
+export * from "./memory/e820.ts";
+export * from "./memory/buddy.ts";
+export * from "./memory/page.ts";
+export * from "./memory/phys_mem.ts";

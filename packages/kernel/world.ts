@@ -23,6 +23,7 @@ import type { SchedPolicy } from "./sched/policy.ts";
 import { type RunResult, Scheduler, type SpawnOptions } from "./sched/scheduler.ts";
 import type { Task, TaskKind } from "./sched/task.ts";
 import { Tracer } from "./trace.ts";
+import { PhysMem, type PhysMemOptions } from "./memory/phys_mem.ts";
 
 /** Options for a new world. */
 export interface KernelOptions {
@@ -42,6 +43,8 @@ export interface KernelOptions {
    * {@linkcode Kernel.variants}.
    */
   variants?: Record<string, string>;
+  /** Physical memory layout (RAM per NUMA node); default one node of 8 GiB, stored sparsely. */
+  memory?: PhysMemOptions;
 }
 
 /** A bug recorded in this world. */
@@ -86,6 +89,8 @@ export class Kernel {
   readonly trace: Tracer;
   /** Whether lockdep checks run. */
   readonly lockdepEnabled: boolean;
+  /** Physical memory: RAM, MMIO regions, struct pages, the page allocator. */
+  readonly mem: PhysMem;
   /** Bugs recorded so far (also in dmesg). */
   readonly bugs: BugRecord[] = [];
   readonly #variants: Record<string, string>;
@@ -124,6 +129,7 @@ export class Kernel {
         return t ? { comm: t.name, pid: t.pid } : { comm: "<idle>", pid: 0 };
       },
     });
+    this.mem = new PhysMem(this, options.memory ?? {});
   }
 
   /** The proposal/version switches this world runs with. */
