@@ -26,6 +26,18 @@ export * from "./sched/task.ts";
 export * from "./sched/scheduler.ts";
 export * from "./sched/wait_queue.ts";
 export * from "./sched/completion.ts";
+export * from "./locking/lockdep.ts";
+export {
+  Mutex,
+  type MutexLockOptions,
+  type MutexOptions,
+  type MutexWaiter,
+  type NestLock,
+  type WwWaiterCtx,
+} from "./locking/mutex.ts";
+export * from "./locking/spinlock.ts";
+export * from "./locking/rwsem.ts";
+export * from "./locking/ww_mutex.ts";
 export * from "./refcount.ts";
 export * from "./memory/sparse_store.ts";
 export * from "./memory/e820.ts";

@@ -23,6 +23,7 @@ import type { SchedPolicy } from "./sched/policy.ts";
 import { type RunResult, Scheduler, type SpawnOptions } from "./sched/scheduler.ts";
 import type { Task, TaskKind } from "./sched/task.ts";
 import { Tracer } from "./trace.ts";
+import { Lockdep } from "./locking/lockdep.ts";
 import { PhysMem, type PhysMemOptions } from "./memory/phys_mem.ts";
 
 /** Options for a new world. */
@@ -89,6 +90,8 @@ export class Kernel {
   readonly trace: Tracer;
   /** Whether lockdep checks run. */
   readonly lockdepEnabled: boolean;
+  /** The lock validator: classes, held locks, the dependency graph, pseudo-lock maps. */
+  readonly lockdep: Lockdep;
   /** Physical memory: RAM, MMIO regions, struct pages, the page allocator. */
   readonly mem: PhysMem;
   /** Bugs recorded so far (also in dmesg). */
@@ -129,6 +132,7 @@ export class Kernel {
         return t ? { comm: t.name, pid: t.pid } : { comm: "<idle>", pid: 0 };
       },
     });
+    this.lockdep = new Lockdep(this);
     this.mem = new PhysMem(this, options.memory ?? {});
   }
 
@@ -153,7 +157,7 @@ export class Kernel {
    * strict mode.
    */
   bug(kind: BugKind, summary: string, report: string = summary): void {
-    this.#record(kind, report);
+    this.#record(kind, report, summary);
     if (this.strict) throw new KernelBug(kind, summary, report);
   }
 
@@ -168,8 +172,7 @@ export class Kernel {
     return cond;
   }
 
-  #record(kind: BugKind, report: string): void {
-    const summary = report.split("\n")[0]!;
+  #record(kind: BugKind, report: string, summary: string = report.split("\n")[0]!): void {
     this.bugs.push({ kind, summary, ns: this.sched.now });
     this.dmesg.printk("warn", report);
   }
