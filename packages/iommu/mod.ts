@@ -24,3 +24,7 @@ export * from "./io_pgtable.ts";
 export * from "./iotlb.ts";
 export * from "./domain.ts";
 export * from "./flush_queue.ts";
+export * from "./unit.ts";
+export * from "./group.ts";
+export * from "./core.ts";
+export * from "./translate.ts";
