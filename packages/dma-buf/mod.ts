@@ -30,3 +30,6 @@ export * from "./fence/dma_fence.ts";
 export * from "./fence/dma_fence_array.ts";
 export * from "./fence/dma_fence_chain.ts";
 export * from "./fence/dma_fence_unwrap.ts";
+export * from "./resv/ww_class.ts";
+export * from "./resv/resv_lockdep.ts";
+export * from "./resv/dma_resv.ts";

@@ -15,74 +15,15 @@
  *
  * @module
  */
-import type { Kernel, Task } from "@dmalab/kernel";
+import type { Kernel, LockdepMap } from "@dmalab/kernel";
 
-/** What the fence code needs from lockdep (the `dma_fence_map` pseudo-lock). */
-export interface FenceLockdep {
-  /** `lock_is_held_type(&dma_fence_map, 1)` for the current context. */
-  heldRead(): boolean;
-  /** `lock_acquire(&dma_fence_map, 0, 1 /*trylock*\/, 1 /*read*\/, ...)`. */
-  acquireRead(): void;
-  /** `lock_map_acquire(&dma_fence_map)` (write). */
-  acquireWrite(): void;
-  /** `lock_release(&dma_fence_map)`. */
-  release(): void;
-}
+/** Name of the pseudo-lock (`dma_fence_lockdep_map`). */
+export const DMA_FENCE_MAP = "dma_fence_map";
 
-const KEY = "dma-buf:dma_fence_map";
-
-/**
- * Fallback used until a world provides lockdep: tracks which context holds
- * the map for reads so cookies and nesting behave as in the kernel; it has
- * no dependency graph, so nothing is reported.
- */
-class HeldOnly implements FenceLockdep {
-  readonly #world: Kernel;
-  readonly #held = new Map<Task | null, ("r" | "w")[]>();
-  constructor(world: Kernel) {
-    this.#world = world;
-  }
-  #stack(): ("r" | "w")[] {
-    const c = this.#world.sched.current;
-    let s = this.#held.get(c);
-    if (!s) {
-      s = [];
-      this.#held.set(c, s);
-    }
-    return s;
-  }
-  heldRead(): boolean {
-    return this.#stack().includes("r");
-  }
-  acquireRead(): void {
-    this.#stack().push("r");
-  }
-  acquireWrite(): void {
-    this.#stack().push("w");
-  }
-  release(): void {
-    this.#stack().pop();
-  }
-}
-
-/**
- * Installs the lockdep adapter the fence annotations use in `world`
- * (replacing the fallback). Lower-level code calls this once lockdep exists.
- */
-export function setFenceLockdep(world: Kernel, dep: FenceLockdep): void {
-  const slot = world.ext(KEY, () => ({ dep: null as FenceLockdep | null }));
-  slot.dep = dep;
-}
-
-function lockdepOf(world: Kernel): FenceLockdep | null {
+/** The world's `dma_fence_map`, or null without lockdep (CONFIG_LOCKDEP off). */
+export function dmaFenceLockdepMap(world: Kernel): LockdepMap | null {
   if (!world.lockdepEnabled) return null;
-  const slot = world.ext(KEY, () => ({ dep: null as FenceLockdep | null }));
-  if (!slot.dep) slot.dep = defaultFenceLockdep(world);
-  return slot.dep;
-}
-
-function defaultFenceLockdep(world: Kernel): FenceLockdep {
-  return new HeldOnly(world);
+  return world.lockdep.map(DMA_FENCE_MAP);
 }
 
 /**
@@ -103,21 +44,18 @@ function defaultFenceLockdep(world: Kernel): FenceLockdep {
  * ```
  */
 export function dmaFenceBeginSignalling(world: Kernel): boolean {
-  const dep = lockdepOf(world);
-  if (!dep) return true;
-  if (dep.heldRead()) return true;
-  const cur = world.sched.current;
-  if (cur?.atomic) return true;
-  dep.acquireRead();
+  const map = dmaFenceLockdepMap(world);
+  if (!map) return true;
+  if (map.isHeld(1)) return true;
+  if (world.sched.current?.atomic) return true;
+  map.acquireRead({ trylock: true, site: "dma_fence_begin_signalling" });
   return false;
 }
 
 /** `dma_fence_end_signalling(cookie)`: closes the section opened with `cookie` false. */
 export function dmaFenceEndSignalling(world: Kernel, cookie: boolean): void {
   if (cookie) return;
-  const dep = lockdepOf(world);
-  if (!dep) return;
-  dep.release();
+  dmaFenceLockdepMap(world)?.release("dma_fence_end_signalling");
 }
 
 /**
@@ -125,11 +63,11 @@ export function dmaFenceEndSignalling(world: Kernel, cookie: boolean): void {
  * (write-acquire of `dma_fence_map`, a held read dropped around it).
  */
 export function dmaFenceMightWait(world: Kernel): void {
-  const dep = lockdepOf(world);
-  if (!dep) return;
-  const held = dep.heldRead();
-  if (held) dep.release();
-  dep.acquireWrite();
-  dep.release();
-  if (held) dep.acquireRead();
+  const map = dmaFenceLockdepMap(world);
+  if (!map) return;
+  const held = map.isHeld(1);
+  if (held) map.release("__dma_fence_might_wait");
+  map.acquire({ site: "__dma_fence_might_wait" });
+  map.release("__dma_fence_might_wait");
+  if (held) map.acquireRead({ trylock: true, site: "__dma_fence_might_wait" });
 }
