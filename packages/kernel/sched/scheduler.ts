@@ -239,7 +239,7 @@ export class Scheduler {
     const done = new Promise<void>((resolve, reject) => {
       this.#run = { resolve, reject };
     });
-    this.#armWatchdog();
+    if (this.watchdog) this.#armWatchdog();
     this.#dispatch(null, { reason: "start", label: "start" });
     return done.then(
       () => this.#result(),
@@ -260,20 +260,38 @@ export class Scheduler {
   #armWatchdog(): void {
     this.#watchdog = setTimeout(() => {
       this.#watchdog = null;
-      if (!this.#run) return;
-      const cur = this.#current;
-      const who = cur ? `${cur}` : "the scheduler";
-      this.#fail(
-        new KernelBug(
-          "scheduler",
-          `task ${who} awaited a promise that is not a scheduler primitive`,
-          `BUG: task ${who} awaited a promise that is not a scheduler primitive\n` +
-            "model code may only sleep on scheduler primitives (locks, wait queues, " +
-            "completions, fences, msleep); real timers, I/O and foreign promises make a " +
-            "run non-deterministic",
-        ),
-      );
+      this.reportStall();
     }, 0);
+  }
+
+  /**
+   * Whether each run arms its own foreign-await watchdog (a zero-delay
+   * timer). Default true. A driver running many short runs back to back (the
+   * explorer) turns it off and watches with one timer of its own, calling
+   * {@linkcode Scheduler.reportStall} when that timer fires during a run.
+   */
+  watchdog = true;
+
+  /**
+   * Ends the run in progress with the foreign-await report. Call it only from
+   * a macrotask: the microtask queue is then empty, so a run still in
+   * progress has a task waiting on something the scheduler will never
+   * resolve. No-op outside a run.
+   */
+  reportStall(): void {
+    if (!this.#run) return;
+    const cur = this.#current;
+    const who = cur ? `${cur}` : "the scheduler";
+    this.#fail(
+      new KernelBug(
+        "scheduler",
+        `task ${who} awaited a promise that is not a scheduler primitive`,
+        `BUG: task ${who} awaited a promise that is not a scheduler primitive\n` +
+          "model code may only sleep on scheduler primitives (locks, wait queues, " +
+          "completions, fences, msleep); real timers, I/O and foreign promises make a " +
+          "run non-deterministic",
+      ),
+    );
   }
 
   #fail(e: unknown): void {
