@@ -83,11 +83,13 @@ export class FenceLock {
   /** Name for reports. */
   readonly name: string;
   readonly #world: Kernel;
+  readonly #irq: IrqState;
   #owner: Task | null | undefined = undefined;
 
   /** `spin_lock_init`. */
   constructor(world: Kernel, name = "fence->lock") {
     this.#world = world;
+    this.#irq = irqState(world);
     this.name = name;
   }
 
@@ -112,7 +114,7 @@ export class FenceLock {
     }
     this.#owner = cur;
     if (cur) cur.preemptCount++;
-    irqState(world).depth++;
+    this.#irq.depth++;
   }
 
   /** `spin_unlock_irqrestore`; runs irq_work queued meanwhile when no fence lock is left. */
@@ -125,7 +127,7 @@ export class FenceLock {
     const owner = this.#owner;
     this.#owner = undefined;
     if (owner) owner.preemptCount--;
-    const st = irqState(world);
+    const st = this.#irq;
     st.depth--;
     if (st.depth === 0 && st.pending.length > 0) runWork(world, st);
   }

@@ -23,8 +23,15 @@ export const DMA_FENCE_MAP = "dma_fence_map";
 /** The world's `dma_fence_map`, or null without lockdep (CONFIG_LOCKDEP off). */
 export function dmaFenceLockdepMap(world: Kernel): LockdepMap | null {
   if (!world.lockdepEnabled) return null;
-  return world.lockdep.map(DMA_FENCE_MAP);
+  let map = maps.get(world);
+  if (!map) {
+    map = world.lockdep.map(DMA_FENCE_MAP);
+    maps.set(world, map);
+  }
+  return map;
 }
+
+const maps = new WeakMap<Kernel, LockdepMap>();
 
 /**
  * `dma_fence_begin_signalling()`: opens a signalling critical section and

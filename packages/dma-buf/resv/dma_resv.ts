@@ -83,8 +83,11 @@ export function kmallocSize(bytes: number): number {
   return pages * PAGE_SIZE;
 }
 
-interface Entry {
+/** One slot of a fence list: the fence and its usage (the kernel packs both in a tagged pointer). */
+export interface DmaResvEntry {
+  /** The fence (the list holds a reference). */
   fence: DmaFence;
+  /** Its usage. */
   usage: DmaResvUsage;
 }
 
@@ -95,7 +98,7 @@ export class DmaResvList {
   /** `max_fences` (what the allocation holds, from `ksize`). */
   maxFences: number;
   /** `table[]`. */
-  readonly table: Entry[] = [];
+  readonly table: DmaResvEntry[] = [];
 
   /** `dma_resv_list_alloc(max_fences)`. */
   constructor(maxFences: number) {
