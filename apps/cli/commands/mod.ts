@@ -1,0 +1,14 @@
+/**
+ * DOC: command table
+ *
+ * The list of `dmalab` subcommands, in help order. Packages that add a
+ * command export a {@linkcode Command} and it is registered here.
+ *
+ * @module
+ */
+import type { Command } from "../io.ts";
+import { lockdepCommand } from "./lockdep.ts";
+import { tourCommand } from "./tour.ts";
+
+/** Every subcommand. */
+export const commands: readonly Command[] = [tourCommand, lockdepCommand];
