@@ -44,3 +44,4 @@ export * from "./memory/e820.ts";
 export * from "./memory/buddy.ts";
 export * from "./memory/page.ts";
 export * from "./memory/phys_mem.ts";
+export * from "./fs/mod.ts";
