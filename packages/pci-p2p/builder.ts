@@ -52,6 +52,8 @@ export interface BarSpec {
   prefetch?: boolean;
   /** I/O port BAR instead of memory. */
   io?: boolean;
+  /** Fixed CPU address (as firmware assigned it, from sysfs); default: assigned at enumeration. */
+  start?: NumLike;
 }
 
 /** A link in a spec: negotiated gen/width plus optional capability. */
@@ -130,6 +132,8 @@ export interface FnSpec {
   externalFacing?: boolean;
   /** Secondary bus number for bridges (default: next free). */
   secondaryBus?: number;
+  /** Subordinate bus number for bridges (default: highest bus found below). */
+  subordinateBus?: number;
   /** NUMA node override. */
   numaNode?: number;
   /** Functions below a bridge. */
@@ -217,6 +221,7 @@ function defaultWindows(index: number): PciWindow[] {
 interface Pending {
   bar: PciBar;
   dev: PciDev;
+  fixed: bigint | null;
 }
 
 /**
@@ -330,8 +335,9 @@ function scanBus(ctx: Ctx, bus: PciBus, specs: FnSpec[], path: string): void {
     const fn = s.fn ?? 0;
     let slot = s.slot;
     if (slot === undefined) {
-      while (used.has(nextSlot << 3)) nextSlot++;
-      slot = nextSlot;
+      let k = 0;
+      while (used.has(((nextSlot + k) << 3) | fn)) k++;
+      slot = nextSlot + k;
     }
     if (slot < 0 || slot > 31 || fn < 0 || fn > 7 || !Number.isInteger(slot + fn)) {
       throw new Error(`${p}: slot ${slot} fn ${fn} out of range`);
@@ -382,6 +388,14 @@ function scanBus(ctx: Ctx, bus: PciBus, specs: FnSpec[], path: string): void {
       const child = new PciBus(bus.host, sec, dev);
       dev.subordinate = child;
       scanBus(ctx, child, spec.children ?? [], p);
+      if (spec.subordinateBus !== undefined) {
+        if (spec.subordinateBus < ctx.counter || spec.subordinateBus > 255) {
+          throw new Error(
+            `${p}: subordinate bus ${spec.subordinateBus} below bus ${ctx.counter} in use`,
+          );
+        }
+        ctx.counter = spec.subordinateBus;
+      }
       child.subordinate = ctx.counter;
     } else if (spec.children !== undefined && spec.children.length > 0) {
       throw new Error(`${p}: a ${type} has no secondary bus for children`);
@@ -460,7 +474,11 @@ function addBars(ctx: Ctx, dev: PciDev, bars: BarSpec[], p: string): void {
     const bar: PciBar = { index, size, mem: !io, is64, prefetch, start: null, busOffset: 0n };
     dev.bars[index] = bar;
     next = index + (is64 ? 2 : 1);
-    if (!io) ctx.bars.push({ bar, dev });
+    const fixed = b.start === undefined ? null : parseBig(b.start, `${p}.bars[${i}].start`);
+    if (fixed !== null && (fixed & (size - 1n)) !== 0n) {
+      throw new Error(`${p}.bars[${i}]: start ${b.start} not aligned to its size`);
+    }
+    if (!io) ctx.bars.push({ bar, dev, fixed });
   });
 }
 
@@ -507,7 +525,17 @@ function addVfs(ctx: Ctx, pf: PciDev, s: SriovSpec, p: string): void {
 
 function assignBars(ctx: Ctx, host: PciHostBridge): void {
   const cursors = host.windows.map((w) => w.cpuStart);
-  const pending = ctx.bars.slice().sort((a, b) =>
+  for (const { bar, fixed } of ctx.bars) {
+    if (fixed === null) continue;
+    bar.start = fixed;
+    host.windows.forEach((w, i) => {
+      if (fixed >= w.cpuStart && fixed + bar.size <= w.cpuStart + w.size) {
+        bar.busOffset = w.busOffset;
+        if (cursors[i]! < fixed + bar.size) cursors[i] = fixed + bar.size;
+      }
+    });
+  }
+  const pending = ctx.bars.filter((b) => b.fixed === null).sort((a, b) =>
     a.bar.size === b.bar.size ? 0 : a.bar.size > b.bar.size ? -1 : 1
   );
   for (const { bar, dev } of pending) {

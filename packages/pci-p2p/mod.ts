@@ -27,3 +27,8 @@ export * from "./ats.ts";
 export * from "./gen_pool.ts";
 export * from "./p2pdma.ts";
 export * from "./presets.ts";
+export * from "./loaders/xml.ts";
+export * from "./loaders/nccl.ts";
+export * from "./loaders/lspci.ts";
+export * from "./loaders/sysfs.ts";
+export * from "./output.ts";
