@@ -22,7 +22,7 @@
 import type { Kernel } from "./world.ts";
 
 /** `REFCOUNT_SATURATED`: `INT_MIN / 2`. */
-export const REFCOUNT_SATURATED = -0x4000_0000;
+export const REFCOUNT_SATURATED: number = -0x4000_0000;
 /** `REFCOUNT_MAX`: `INT_MAX`. */
 export const REFCOUNT_MAX = 0x7fff_ffff;
 

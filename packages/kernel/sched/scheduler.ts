@@ -84,7 +84,7 @@ export const NSEC_PER_MSEC = 1_000_000;
 /** Nanoseconds per second. */
 export const NSEC_PER_SEC = 1_000_000_000;
 /** `MAX_SCHEDULE_TIMEOUT`: sleep without a timeout. */
-export const MAX_SCHEDULE_TIMEOUT = Number.MAX_SAFE_INTEGER;
+export const MAX_SCHEDULE_TIMEOUT: number = Number.MAX_SAFE_INTEGER;
 
 /**
  * The scheduler of one world.
@@ -103,6 +103,7 @@ export const MAX_SCHEDULE_TIMEOUT = Number.MAX_SAFE_INTEGER;
 export class Scheduler {
   readonly #hooks: SchedulerHooks;
   #policy: SchedPolicy;
+  /** Timer ticks per second (CONFIG_HZ). */
   readonly hz: number;
   readonly #maxSteps: number;
   #now = 0;
