@@ -328,7 +328,7 @@ function scanBus(ctx: Ctx, bus: PciBus, specs: FnSpec[], path: string): void {
   if (!Array.isArray(specs)) throw new Error(`${path}: children must be an array`);
   const used = new Set<number>();
   const placed: { spec: FnSpec; devfn: number; path: string }[] = [];
-  let nextSlot = 0;
+  const nextSlot = 0;
   specs.forEach((s, i) => {
     const p = `${path}/${i}`;
     if (typeof s !== "object" || s === null) throw new Error(`${p}: not an object`);

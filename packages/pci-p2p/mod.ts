@@ -32,3 +32,4 @@ export * from "./loaders/nccl.ts";
 export * from "./loaders/lspci.ts";
 export * from "./loaders/sysfs.ts";
 export * from "./output.ts";
+export * from "./cli.ts";

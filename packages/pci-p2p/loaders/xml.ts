@@ -91,7 +91,7 @@ export function parseXml(text: string, source = "input"): XmlElement {
   };
   const decode = (s: string, at: number): string => {
     if (/&(?!(#x[0-9a-fA-F]+|#[0-9]+|[a-zA-Z]+);)/.test(s)) err(`bare '&' (write &amp;)`, at);
-    return s.replace(/&(#x[0-9a-fA-F]+|#[0-9]+|[a-zA-Z]+);?/g, (m, body: string) => {
+    return s.replace(/&(#x[0-9a-fA-F]+|#[0-9]+|[a-zA-Z]+);?/g, (_m, body: string) => {
       if (body.startsWith("#x")) return safeChar(parseInt(body.slice(2), 16), at);
       if (body.startsWith("#")) return safeChar(parseInt(body.slice(1), 10), at);
       const e = ENTITIES[body];
