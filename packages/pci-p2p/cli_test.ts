@@ -60,7 +60,7 @@ Deno.test(
     const puget = new URL("stelline-puget-wrx90.lspci-tv.txt", TOPO_DIR).pathname;
     const tree = await run([puget]);
     strictEqual(tree.code, 0);
-    strictEqual(tree.out, Deno.readTextFileSync(puget));
+    strictEqual(tree.out, await Deno.readTextFile(puget));
     ok(tree.err.includes("assuming AMD"));
     const m = await run([puget, "--matrix"]);
     ok(m.out.startsWith("        GPU0    GPU1    NIC0    NIC1"));
@@ -82,13 +82,13 @@ Deno.test(
     const j = JSON.parse(nccl.out);
     strictEqual(j.devices[0].bdf, "0003:00:00.0");
     strictEqual(j.matrix[0][1], "PIX");
-    const dir = Deno.makeTempDirSync();
+    const dir = await Deno.makeTempDir();
     try {
-      Deno.writeTextFileSync(`${dir}/bad.xml`, "<system>\n<cpu numaid='0'>\n</system>");
+      await Deno.writeTextFile(`${dir}/bad.xml`, "<system>\n<cpu numaid='0'>\n</system>");
       const bad = await run([`${dir}/bad.xml`]);
       strictEqual(bad.code, 1);
       ok(bad.err.includes(":3:1: closing tag </system> does not match <cpu>"));
-      Deno.writeTextFileSync(
+      await Deno.writeTextFile(
         `${dir}/m.json`,
         JSON.stringify({
           cpu: { vendor: "AMD", family: 25 },
@@ -103,10 +103,10 @@ Deno.test(
       const js = await run([`${dir}/m.json`, "--nn"]);
       strictEqual(js.code, 0);
       ok(js.out.includes("-[0000:00]---00.0-[01]----00.0"));
-      Deno.writeTextFileSync(`${dir}/x.txt`, "hello");
+      await Deno.writeTextFile(`${dir}/x.txt`, "hello");
       strictEqual((await run([`${dir}/x.txt`])).code, 1);
       strictEqual((await run([`${dir}/missing`])).code, 1);
-      Deno.writeTextFileSync(
+      await Deno.writeTextFile(
         `${dir}/dup.json`,
         JSON.stringify({ hostBridges: [{ devices: [{ slot: 1 }, { slot: 1 }] }] }),
       );
@@ -114,7 +114,7 @@ Deno.test(
       strictEqual(dup.code, 1);
       ok(dup.err.includes("used twice"));
     } finally {
-      Deno.removeSync(dir, { recursive: true });
+      await Deno.remove(dir, { recursive: true });
     }
   },
 );
