@@ -6,7 +6,7 @@
 // such task). Internal dependencies come from each member's package.json,
 // which Nx's own package.json plugin reads and Changesets needs anyway.
 "use strict";
-const { readFileSync, existsSync } = require("node:fs");
+const { readFileSync, existsSync, readdirSync } = require("node:fs");
 const { dirname, join, basename } = require("node:path");
 
 // Every member sits two levels below the root (packages/x, apps/x, tools/x)
@@ -20,6 +20,42 @@ function denoTarget(command, extra) {
     options: { command, cwd: "{projectRoot}" },
     ...extra,
   };
+}
+
+function readJson(path) {
+  return existsSync(path) ? JSON.parse(readFileSync(path, "utf8")) : null;
+}
+
+/** Export file paths (relative to the member) from a member's deno.json. */
+function exportFiles(dir) {
+  const deno = readJson(join(dir, "deno.json"));
+  if (!deno?.exports) return [];
+  return typeof deno.exports === "string" ? [deno.exports] : Object.values(deno.exports);
+}
+
+/** Folders of every member named in package.json dependencies, transitively. */
+function internalDeps(root) {
+  const byName = new Map();
+  for (const parent of ["packages", "apps", "tools"]) {
+    if (!existsSync(parent)) continue;
+    for (const name of readdirSync(parent)) {
+      const pkg = readJson(join(parent, name, "package.json"));
+      if (pkg?.name) byName.set(pkg.name, `${parent}/${name}`);
+    }
+  }
+  const seen = new Set();
+  const walk = (dir) => {
+    const pkg = readJson(join(dir, "package.json"));
+    for (const dep of Object.keys(pkg?.dependencies ?? {})) {
+      const d = byName.get(dep);
+      if (d && !seen.has(d)) {
+        seen.add(d);
+        walk(d);
+      }
+    }
+  };
+  walk(root);
+  return [...seen].sort();
 }
 
 function targetsFor(root, deno) {
@@ -43,10 +79,15 @@ function targetsFor(root, deno) {
     targets.bench = denoTarget(`${DENO} task bench`, { cache: false });
   }
   if (deno.exports && deno.publish !== false) {
-    const files = typeof deno.exports === "string" ? [deno.exports] : Object.values(deno.exports);
+    // `deno doc --lint` calls a type from another member (Kernel, Device)
+    // "private" unless that member's entry points are linted in the same
+    // run, so each member is linted together with its internal dependencies.
+    const files = [root, ...internalDeps(root)].flatMap((dir) =>
+      exportFiles(dir).map((f) => `../../${dir}/${f.replace(/^\.\//, "")}`)
+    );
     targets["doc-lint"] = denoTarget(`${DENO} doc --lint ${files.join(" ")}`, {
       cache: true,
-      inputs: ["production"],
+      inputs: ["production", "^production"],
     });
   }
   return { name, targets };
