@@ -33,3 +33,4 @@ export * from "./loaders/lspci.ts";
 export * from "./loaders/sysfs.ts";
 export * from "./output.ts";
 export * from "./cli.ts";
+export * from "./bandwidth.ts";
