@@ -221,7 +221,7 @@ export class DmaFence {
     this.#ops = ops;
     this.context = context;
     this.seqno = seqno;
-    this.lock = options.lock ?? new FenceLock(world, "dma_fence.inline_lock");
+    this.lock = options.lock ?? new FenceLock(world);
     this.flags = (1 << DMA_FENCE_FLAG_INITIALIZED_BIT) |
       (options.lock ? 0 : 1 << DMA_FENCE_FLAG_INLINE_LOCK_BIT) |
       (options.seqno64 ? SEQNO64 : 0);

@@ -22,7 +22,7 @@ import {
   type DmaFenceKind,
   type DmaFenceOps,
 } from "./dma_fence.ts";
-import { queueIrqWork } from "./fence_lock.ts";
+import { FenceLock, queueIrqWork } from "./fence_lock.ts";
 
 const PENDING_ERROR = 1;
 
@@ -137,7 +137,7 @@ export class DmaFenceArray extends DmaFence {
     seqno: number,
     signalOnAny: boolean,
   ) {
-    super(world, dmaFenceArrayOps, context, seqno);
+    super(world, dmaFenceArrayOps, context, seqno, { lock: new FenceLock(world, "&array->lock") });
     world.warnOn(fences.length === 0, "dma_fence_array_init: !num_fences || !fences");
     this.fences = fences;
     this.callbacks = fences.map(() => new DmaFenceCb());

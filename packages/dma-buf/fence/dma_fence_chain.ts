@@ -28,7 +28,7 @@ import {
   type DmaFenceOps,
   dmaFenceSeqnoIsLater,
 } from "./dma_fence.ts";
-import { queueIrqWork } from "./fence_lock.ts";
+import { FenceLock, queueIrqWork } from "./fence_lock.ts";
 
 /** `to_dma_fence_chain`: the chain node, or null for another kind of fence. */
 export function toDmaFenceChain(fence: DmaFence | null | undefined): DmaFenceChain | null {
@@ -221,7 +221,10 @@ export class DmaFenceChain extends DmaFence {
   /** `dma_fence_chain_init(chain, prev, fence, seqno)`. */
   constructor(world: Kernel, prev: DmaFence | null, fence: DmaFence, seqno: number) {
     const c = chainContext(world, prev, seqno);
-    super(world, dmaFenceChainOps, c.context, c.seqno, { seqno64: true });
+    super(world, dmaFenceChainOps, c.context, c.seqno, {
+      seqno64: true,
+      lock: new FenceLock(world, "&chain->lock"),
+    });
     this.prev = prev;
     this.fence = fence;
     this.prevSeqno = c.prevSeqno;

@@ -219,14 +219,23 @@ Deno.test("dma_fence signalling", async (t) => {
     throws(() => f.put(), isBug("refcount", "underflow"));
   });
 
-  await t.step("a callback that takes its own fence's lock is spinlock recursion", () => {
-    const w = new Kernel();
-    const lock = new FenceLock(w, "ring_lock");
-    const a = new DmaFence(w, ops, 1, 1, { lock });
-    const b = new DmaFence(w, ops, 1, 2, { lock });
-    a.addCallback(new DmaFenceCb(), () => b.signal());
-    throws(() => a.signal(), isBug("BUG", "spinlock recursion"));
-  });
+  await t.step(
+    "a callback that takes its own fence's lock: recursive locking, spinlock recursion",
+    () => {
+      const w = new Kernel();
+      const lock = new FenceLock(w, "ring_lock");
+      const a = new DmaFence(w, ops, 1, 1, { lock });
+      const b = new DmaFence(w, ops, 1, 2, { lock });
+      a.addCallback(new DmaFenceCb(), () => b.signal());
+      throws(() => a.signal(), isBug("lockdep", "possible recursive locking detected"));
+      const nold = new Kernel({ lockdep: false });
+      const lock2 = new FenceLock(nold, "ring_lock");
+      const c = new DmaFence(nold, ops, 1, 1, { lock: lock2 });
+      const d = new DmaFence(nold, ops, 1, 2, { lock: lock2 });
+      c.addCallback(new DmaFenceCb(), () => d.signal());
+      throws(() => c.signal(), isBug("BUG", "spinlock recursion"));
+    },
+  );
 
   await t.step("stub and private stub", async () => {
     const w = new Kernel();

@@ -22,7 +22,7 @@
  *
  * @module
  */
-import type { Kernel, Task } from "@dmalab/kernel";
+import { type Kernel, SpinLock, type Task } from "@dmalab/kernel";
 
 /** Per-world state of the fence spinlocks and the irq_work queue. */
 class IrqState {
@@ -44,11 +44,10 @@ function runWork(world: Kernel, st: IrqState): void {
   const t: Task | null = world.sched.current;
   if (t) t.preemptCount++;
   try {
-    while (st.pending.length > 0) {
-      const fn = st.pending.shift()!;
-      fn();
-    }
+    // Work queued while draining is appended and runs in this same pass.
+    for (let i = 0; i < st.pending.length; i++) st.pending[i]!();
   } finally {
+    st.pending.length = 0;
     if (t) t.preemptCount--;
     st.draining = false;
   }
@@ -66,81 +65,73 @@ export function queueIrqWork(world: Kernel, fn: () => void): void {
 
 /**
  * An irq-safe spinlock protecting one or more fences (`spinlock_t *lock`
- * given to `dma_fence_init`).
+ * given to `dma_fence_init`): the kernel's {@linkcode SpinLock} taken with
+ * `spin_lock_irqsave`, so lockdep sees fence locks (and their order against
+ * the locks a callback takes), plus the irq_work drain when the last fence
+ * lock is dropped. `name` is the lockdep class (one class per name, as one
+ * `spin_lock_init` site).
  *
  * @example
  * ```ts
  * import { Kernel } from "@dmalab/kernel";
  * import { FenceLock } from "@dmalab/dma-buf";
  * const world = new Kernel();
- * const lock = new FenceLock(world, "ring0");
+ * const lock = new FenceLock(world, "ring0->fence_lock");
  * lock.lock();
  * lock.held; // true
  * lock.unlock();
  * ```
  */
 export class FenceLock {
-  /** Name for reports. */
-  readonly name: string;
-  readonly #world: Kernel;
+  /** The spinlock itself. */
+  readonly spin: SpinLock;
   readonly #irq: IrqState;
-  #owner: Task | null | undefined = undefined;
+  #flags = 0;
 
   /** `spin_lock_init`. */
-  constructor(world: Kernel, name = "fence->lock") {
-    this.#world = world;
+  constructor(world: Kernel, name = "&fence->inline_lock") {
     this.#irq = irqState(world);
-    this.name = name;
+    this.spin = new SpinLock(world, name);
+    this.#world = world;
+  }
+
+  readonly #world: Kernel;
+
+  /** Lock name (its lockdep class). */
+  get name(): string {
+    return this.spin.name;
   }
 
   /** True while some context holds it. */
   get held(): boolean {
-    return this.#owner !== undefined;
+    return this.spin.isLocked();
   }
 
-  /** `spin_lock_irqsave`: raises the preempt count of the current context. */
+  /** `spin_lock_irqsave`: the caller is atomic until `unlock`. */
   lock(): void {
-    const world = this.#world;
-    const cur = world.sched.current;
-    if (this.#owner !== undefined) {
-      const who = cur ? `${cur.name}/${cur.pid}` : "swapper/0";
-      world.bug(
-        "BUG",
-        `BUG: spinlock recursion on CPU#0, ${who}`,
-        `BUG: spinlock recursion on CPU#0, ${who}\n lock: ${this.name}, .owner: ${
-          this.#owner ? `${this.#owner.name}/${this.#owner.pid}` : "swapper/0"
-        }\n(fence lock taken again by a context that already holds it)`,
-      );
-    }
-    this.#owner = cur;
-    if (cur) cur.preemptCount++;
+    const flags = this.spin.lockIrqsave();
+    this.#flags = flags;
     this.#irq.depth++;
   }
 
   /** `spin_unlock_irqrestore`; runs irq_work queued meanwhile when no fence lock is left. */
   unlock(): void {
-    const world = this.#world;
-    if (this.#owner === undefined) {
-      world.bug("BUG", `BUG: spinlock already unlocked on CPU#0 (${this.name})`);
-      return;
-    }
-    const owner = this.#owner;
-    this.#owner = undefined;
-    if (owner) owner.preemptCount--;
+    const wasHeld = this.spin.isLocked();
+    this.spin.unlockIrqrestore(this.#flags);
+    if (!wasHeld) return;
     const st = this.#irq;
     st.depth--;
-    if (st.depth === 0 && st.pending.length > 0) runWork(world, st);
+    if (st.depth === 0 && st.pending.length > 0) runWork(this.#world, st);
   }
 
-  /** `lockdep_assert_held(fence->lock)`. */
+  /** `lockdep_assert_held(fence->lock)`; `where` names the caller in the report. */
   assertHeld(where: string): void {
-    if (this.#owner === undefined) {
-      this.#world.bug(
-        "lockdep",
-        `WARNING: ${where}: lock ${this.name} not held`,
-        `WARNING: ${where}: lockdep_assert_held(${this.name}) failed\n` +
-          "the fence lock must be held (use the unlocked variant, which takes it)",
-      );
-    }
+    if (this.spin.owner !== null && this.spin.owner === this.#world.lockdep.current()) return;
+    this.#world.bug(
+      "lockdep",
+      `WARNING: ${where}: lock ${this.name} not held`,
+      `WARNING: ${where}: lockdep_assert_held(${this.name}) failed\n` +
+        "the fence lock must be held (use the unlocked variant, which takes it)",
+    );
   }
 }
