@@ -25,10 +25,10 @@ Deno.test("dmalab CLI conventions", async (t) => {
     ok(io.stderr.includes("unknown option --bogus"));
   });
   await t.step("each command has --help", async () => {
-    for (const c of ["tour", "lockdep"]) {
+    for (const c of ["tour", "lockdep", "topo", "explore"]) {
       const io = captureIo();
       strictEqual(await main([c, "--help"], io), 0);
-      ok(io.stdout.startsWith(`usage: dmalab ${c}`));
+      ok(io.stdout.startsWith(`usage: dmalab ${c}`), `${c} --help`);
     }
   });
   await t.step("parseArgs handles --key value, --key=value and --", () => {
@@ -61,4 +61,21 @@ Deno.test("dmalab tour: every stop behaves as the kernel would", async () => {
   const doc = JSON.parse(io.stdout);
   strictEqual(doc.ok, true);
   ok(doc.stops.length >= 2);
+});
+
+Deno.test("dmalab topo and explore are wired to their packages", async (t) => {
+  await t.step("topo --preset default --p2p --json lists the GPU/NIC pair", async () => {
+    const io = captureIo();
+    strictEqual(await main(["topo", "--preset", "default", "--p2p", "--json"], io), 0);
+    const doc = JSON.parse(io.stdout);
+    const pair = doc.pairs.find((p: { provider: string; client: string }) =>
+      p.provider === "0000:03:00.0" && p.client === "0000:04:00.0"
+    );
+    strictEqual(pair.mapType, "BUS_ADDR");
+  });
+  await t.step("explore counter-race finds the lost update and exits 1", async () => {
+    const io = captureIo();
+    strictEqual(await main(["explore", "counter-race", "--json"], io), 1);
+    ok(JSON.parse(io.stdout));
+  });
 });

@@ -7,8 +7,15 @@
  * @module
  */
 import type { Command } from "../io.ts";
+import { exploreCommand } from "./explore.ts";
 import { lockdepCommand } from "./lockdep.ts";
+import { topoCommand } from "./topo.ts";
 import { tourCommand } from "./tour.ts";
 
 /** Every subcommand. */
-export const commands: readonly Command[] = [tourCommand, lockdepCommand];
+export const commands: readonly Command[] = [
+  tourCommand,
+  topoCommand,
+  exploreCommand,
+  lockdepCommand,
+];

@@ -11,6 +11,8 @@
  * @module
  */
 import { Kernel, RandomPolicy, WaitQueueHead } from "@dmalab/kernel";
+import { explore, getScenario } from "@dmalab/explorer";
+import { calcMapTypeAndDist, defaultMachine, mapTypeName } from "@dmalab/pci-p2p";
 import { type Command, EXIT_OK, EXIT_VIOLATION, type Io, parseArgs } from "../io.ts";
 import { lockdepDemo } from "./lockdep.ts";
 
@@ -75,9 +77,50 @@ async function lockdepStop(seed: number): Promise<TourRow> {
   };
 }
 
+function topologyStop(): TourRow {
+  // The default machine: GPU and NIC under one PCIe switch, a second NIC on
+  // another root port of an AMD Zen host. drivers/pci/p2pdma.c routes the
+  // first pair through the switch (BUS_ADDR) and the second through the
+  // host bridge, which AMD family >= 0x17 supports (THRU_HOST_BRIDGE).
+  const world = new Kernel();
+  const m = defaultMachine(world);
+  const local = calcMapTypeAndDist(m.gpu, m.nic, false);
+  const remote = calcMapTypeAndDist(m.gpu, m.nic2, false);
+  const localName = mapTypeName(local.mapType);
+  const remoteName = mapTypeName(remote.mapType);
+  return {
+    stop: "p2pdma",
+    exercises: "PCI topology, pci_p2pdma_distance and map type",
+    observed:
+      `gpu->nic ${localName} (distance ${local.dist}), gpu->nic2 ${remoteName} (distance ${remote.dist})`,
+    asExpected: localName === "BUS_ADDR" && remoteName === "THRU_HOST_BRIDGE",
+  };
+}
+
+async function explorerStop(): Promise<TourRow> {
+  // A racy counter must be found; the mutex-protected one must be clean
+  // within the same preemption bound.
+  const racy = await explore(getScenario("counter-race")!, { bound: 2 });
+  const locked = await explore(getScenario("counter-mutex")!, { bound: 2 });
+  const found = racy.failure !== null;
+  const clean = locked.failure === null && locked.complete;
+  return {
+    stop: "explorer",
+    exercises: "interleaving explorer: bounded DFS with sleep sets",
+    observed: `race ${found ? "found" : "missed"} in ${racy.schedules} schedule(s); ` +
+      `mutex version ${clean ? "clean" : "FAILED"} over ${locked.schedules} schedule(s)`,
+    asExpected: found && clean,
+  };
+}
+
 /** Runs every stop. */
 export async function runTour(seed = 1): Promise<TourRow[]> {
-  return [await schedulerStop(seed), await lockdepStop(seed)];
+  return [
+    await schedulerStop(seed),
+    await lockdepStop(seed),
+    topologyStop(),
+    await explorerStop(),
+  ];
 }
 
 /** Formats rows as a fixed-width table. */
