@@ -259,6 +259,8 @@ export class PciDev extends Device {
   p2pdma: PciP2pdma | null = null;
   /** Bound to a driver (devres users: p2pdma needs one). */
   driverBound = false;
+  /** @internal Memo of {@linkcode pciUpstreamBridge} (the hierarchy is fixed after enumeration). */
+  upstreamMemo: PciDev | null | undefined = undefined;
 
   /** Creates the function (does not add it to the bus; the builder does). */
   constructor(world: Kernel, init: PciDevInit) {
@@ -329,8 +331,12 @@ export function pciPhysfn(dev: PciDev): PciDev {
  * when the device sits on a root bus.
  */
 export function pciUpstreamBridge(dev: PciDev): PciDev | null {
+  const memo = dev.upstreamMemo;
+  if (memo !== undefined) return memo;
   const d = pciPhysfn(dev);
-  return d.pciBus.isRoot ? null : d.pciBus.self;
+  const up = d.pciBus.isRoot ? null : d.pciBus.self;
+  if (dev.registered) dev.upstreamMemo = up;
+  return up;
 }
 
 /** `dev_is_pci`. */
