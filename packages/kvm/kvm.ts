@@ -96,15 +96,17 @@ export interface KvmStats {
  * import { Kvm, KVM_MEM_READONLY } from "@dmalab/kvm";
  * const world = new Kernel();
  * const kvm = new Kvm(world);
- * await world.runTask("qemu", async () => {
+ * const errno = await world.runTask("qemu", async () => {
  *   try {
  *     await kvm.setUserMemoryRegion2({
  *       slot: 0, flags: KVM_MEM_READONLY, guestPhysAddr: 0x1001, memorySize: 4096, userspaceAddr: 0,
  *     });
+ *     return "ok";
  *   } catch (e) {
- *     return (e as { code: string }).code; // "EINVAL": guest_phys_addr unaligned
+ *     return (e as { code: string }).code;
  *   }
  * });
+ * errno; // "EINVAL": guest_phys_addr is not page aligned
  * ```
  */
 export class Kvm {
