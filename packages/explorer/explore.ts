@@ -389,21 +389,28 @@ async function exploreWith(
       minimizeRuns = m.runs;
     }
     const schedule = canonical(best);
-    const r = await replay(scenario, schedule, { maxSteps });
+    const r = await runScenario(scenario, new ReplayStrategy(parseSchedule(schedule)), {
+      maxSteps,
+      guard,
+      trace: true,
+    });
     const f = r.failure ?? best.failure!;
-    failure = {
+    const report = {
       ...f,
       schedule,
       foundSchedule,
       preemptions: r.preemptions,
-      decisions: r.decisions,
+      decisions: r.decisions.length,
       foundAt,
       minimizeRuns,
       command: `dmalab explore ${scenario.name} --replay ${schedule}`,
-      ftrace: r.ftrace,
-      chrome: r.chrome,
-      dmesg: r.dmesg,
+      dmesg: r.world.dmesg.text(),
     };
+    // formatting a trace costs more than a short run: done when first read
+    const world = r.world;
+    lazy(report, "ftrace", () => world.trace.ftrace());
+    lazy(report, "chrome", () => world.trace.chromeJson());
+    failure = report as FailureReport;
   }
   const base = {
     scenario: scenario.name,
@@ -419,6 +426,22 @@ async function exploreWith(
   return pctInfo
     ? { ...base, mode: "pct", pct: pctInfo }
     : { ...base, mode: "dfs", bound: options.bound ?? 2, por: options.por ?? true };
+}
+
+/** Defines `key` on `obj` as an enumerable property computed on first read. */
+function lazy<T>(obj: object, key: string, compute: () => T): void {
+  let value: T | undefined;
+  let done = false;
+  Object.defineProperty(obj, key, {
+    enumerable: true,
+    get(): T {
+      if (!done) {
+        value = compute();
+        done = true;
+      }
+      return value as T;
+    },
+  });
 }
 
 /** The seed of PCT run `i` under seed `seed`. */

@@ -17,7 +17,7 @@
  * @module
  */
 import { type Kernel, Mutex } from "@dmalab/kernel";
-import type { Scenario } from "../scenario.ts";
+import { NO_RAM, type Scenario } from "../scenario.ts";
 
 function abba(ordered: boolean, world: Kernel): void {
   const a = new Mutex(world, "lock_A");
@@ -42,6 +42,7 @@ export const abbaLockdep: Scenario<void> = {
   name: "abba-lockdep",
   description: "two tasks take mutexes A and B in opposite orders; lockdep reports the inversion",
   expect: "bug",
+  worldOptions: NO_RAM,
   build: (world: Kernel): void => abba(false, world),
 };
 
@@ -50,7 +51,7 @@ export const abbaDeadlock: Scenario<void> = {
   name: "abba-deadlock",
   description: "the same AB-BA pair with lockdep off: some schedule deadlocks",
   expect: "bug",
-  worldOptions: { lockdep: false },
+  worldOptions: { ...NO_RAM, lockdep: false },
   build: (world: Kernel): void => abba(false, world),
 };
 
@@ -59,5 +60,6 @@ export const abbaOrdered: Scenario<void> = {
   name: "abba-ordered",
   description: "both tasks take A then B: no deadlock, no lockdep report",
   expect: "clean",
+  worldOptions: NO_RAM,
   build: (world: Kernel): void => abba(true, world),
 };

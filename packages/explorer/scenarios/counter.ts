@@ -17,7 +17,7 @@
  * @module
  */
 import { type Kernel, Mutex } from "@dmalab/kernel";
-import type { Scenario } from "../scenario.ts";
+import { NO_RAM, type Scenario } from "../scenario.ts";
 
 /** Shared state of the counter scenarios. */
 export interface CounterState {
@@ -67,6 +67,7 @@ export function counterScenario(options: CounterOptions): Scenario<CounterState>
       ? `${tasks} tasks x ${increments} increments of a shared counter under a mutex: no update is lost`
       : `${tasks} tasks x ${increments} unlocked load/store increments of a shared counter: a lost update`,
     expect: locked ? "clean" : "bug",
+    worldOptions: NO_RAM,
     build(world: Kernel): CounterState {
       const s: CounterState = { id: world.nextId(), value: 0, done: 0, loaded: [], tasks };
       const lock = locked ? new Mutex(world, "counter_lock") : null;
@@ -96,8 +97,11 @@ export function counterScenario(options: CounterOptions): Scenario<CounterState>
       const want = tasks * increments;
       return s.value === want ? [] : [`counter ended at ${s.value}, expected ${want}`];
     },
-    fingerprint(_world: Kernel, s: CounterState): string {
-      return `${s.value}/${s.done}/${s.loaded.join(",")}`;
+    fingerprint(_world: Kernel, s: CounterState): number {
+      // value, done and every loaded register, each < 64 for the shipped sizes
+      let h = s.value * 64 + s.done;
+      for (let pid = 1; pid < s.loaded.length; pid++) h = h * 31 + (s.loaded[pid] ?? 63);
+      return h;
     },
   };
 }

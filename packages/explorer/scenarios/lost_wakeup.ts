@@ -19,7 +19,7 @@
  * @module
  */
 import { type Kernel, type Task, WaitQueueHead, type WaitTarget } from "@dmalab/kernel";
-import type { Scenario } from "../scenario.ts";
+import { NO_RAM, type Scenario } from "../scenario.ts";
 
 /** Shared state of the wake-up scenarios. */
 export interface WakeupState {
@@ -35,6 +35,7 @@ export const lostWakeup: Scenario<WakeupState> = {
   description:
     "waiter tests a flag then sleeps without a wait queue; wake_up_process in the window is lost",
   expect: "bug",
+  worldOptions: NO_RAM,
   build(world: Kernel): WakeupState {
     const s: WakeupState = { ready: false, woken: false };
     const readyId = world.nextId();
@@ -67,6 +68,7 @@ export const waitQueueWakeup: Scenario<WakeupState> = {
   name: "waitqueue-wakeup",
   description: "the same hand-off with wait_event() and wake_up() on a wait queue: no lost wake-up",
   expect: "clean",
+  worldOptions: NO_RAM,
   build(world: Kernel): WakeupState {
     const s: WakeupState = { ready: false, woken: false };
     const readyId = world.nextId();

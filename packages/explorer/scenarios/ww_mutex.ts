@@ -17,7 +17,7 @@
  * @module
  */
 import { Errno, type Kernel, type Task, WwAcquireCtx, WwClass, WwMutex } from "@dmalab/kernel";
-import type { Scenario } from "../scenario.ts";
+import { NO_RAM, type Scenario } from "../scenario.ts";
 
 /** Shared state of the ww_mutex scenarios. */
 export interface WwState {
@@ -76,6 +76,7 @@ function wwScenario(name: string, waitDie: boolean): Scenario<WwState> {
       `three tasks lock three ww_mutexes (${kind}) in rotated orders with -EDEADLK backoff: ` +
       "no deadlock, every task completes",
     expect: "clean",
+    worldOptions: NO_RAM,
     build(world: Kernel): WwState {
       const cls = new WwClass(waitDie ? "explore_wd_class" : "explore_ww_class", { waitDie });
       const locks = ["obj_a", "obj_b", "obj_c"].map((n) => new WwMutex(world, cls, n));
