@@ -21,6 +21,7 @@ export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 4096;
 const SLAB_SHIFT = 6;
 const SLAB_PAGES = 1 << SLAB_SHIFT;
+const SMALL_COPY = 64;
 
 /**
  * Pages of bytes allocated on first write.
@@ -79,14 +80,27 @@ export class SparseStore {
       return;
     }
     const base = ((slot & (SLAB_PAGES - 1)) << PAGE_SHIFT) + off;
-    dst.set(this.#slabs[slot >>> SLAB_SHIFT]!.subarray(base, base + len), dstOff);
+    const slab = this.#slabs[slot >>> SLAB_SHIFT]!;
+    if (len <= SMALL_COPY) {
+      // Short copies: a loop beats creating a subarray view.
+      for (let i = 0; i < len; i++) dst[dstOff + i] = slab[base + i]!;
+    } else {
+      dst.set(slab.subarray(base, base + len), dstOff);
+    }
   }
 
   /** Copies `len` bytes from `src[srcOff..]` to `off` in page `index`, backing it first. */
   write(index: number, off: number, src: Uint8Array, srcOff: number, len: number): void {
     const slot = this.#slot.get(index) ?? this.#alloc(index);
     const base = ((slot & (SLAB_PAGES - 1)) << PAGE_SHIFT) + off;
-    this.#slabs[slot >>> SLAB_SHIFT]!.set(src.subarray(srcOff, srcOff + len), base);
+    const slab = this.#slabs[slot >>> SLAB_SHIFT]!;
+    if (len <= SMALL_COPY) {
+      for (let i = 0; i < len; i++) slab[base + i] = src[srcOff + i]!;
+    } else if (srcOff === 0 && len === src.length) {
+      slab.set(src, base);
+    } else {
+      slab.set(src.subarray(srcOff, srcOff + len), base);
+    }
   }
 
   /** Fills `len` bytes at `off` with `value`; filling an untouched page with 0 allocates nothing. */
