@@ -113,6 +113,18 @@ export class DmaResvList {
   }
 }
 
+/**
+ * The reservation objects of `world` not yet finalised; the world checker
+ * `dma-resv` checks each (slots within capacity, no released fence listed).
+ */
+export function liveResvs(world: Kernel): Set<DmaResv> {
+  return world.ext("dma-buf:resv", () => {
+    const set = new Set<DmaResv>();
+    world.addChecker("dma-resv", () => [...set].flatMap((r) => r.check()));
+    return set;
+  });
+}
+
 /** `roundup_pow_of_two`. */
 function roundupPowOfTwo(n: number): number {
   let p = 1;
@@ -264,6 +276,29 @@ export class DmaResv {
     this.world = world;
     primeDmaResvLockdep(world);
     this.lockObj = new WwMutex(world, reservationWwClass, name);
+    liveResvs(world).add(this);
+  }
+
+  /** Invariant violations of this object (see the world checker `dma-resv`). */
+  check(): string[] {
+    const out: string[] = [];
+    const list = this.#fences;
+    if (!list) return out;
+    if (list.numFences > list.maxFences) {
+      out.push(`${this.lockObj.name}: ${list.numFences} fences in ${list.maxFences} slots`);
+    }
+    for (let i = 0; i < list.numFences; i++) {
+      const e = list.table[i]!;
+      if (e.fence.freed || e.fence.refcount <= 0) {
+        out.push(
+          `${this.lockObj.name}: slot ${i} holds released fence ${e.fence.context}:${e.fence.seqno}`,
+        );
+      }
+      if (e.usage < 0 || e.usage > 3) {
+        out.push(`${this.lockObj.name}: slot ${i} has usage ${e.usage}`);
+      }
+    }
+    return out;
   }
 
   /** The published fence list (`dma_resv_fences_list`), or null. */
@@ -353,6 +388,7 @@ export class DmaResv {
     this.#fences?.free();
     this.#fences = null;
     this.lockObj.destroy();
+    liveResvs(this.world).delete(this);
   }
 
   // ---- mutators (lock held) ---------------------------------------------

@@ -600,3 +600,22 @@ Deno.test("dma_resv lockdep priming", async (t) => {
     ok(w.lockdep.hasDependency(MMAP_LOCK_CLASS, "reservation_ww_class_acquire"));
   });
 });
+
+Deno.test("dma_resv invariant checker", async () => {
+  const w = new Kernel();
+  await w.runTask("t", async () => {
+    const resv = new DmaResv(w);
+    const f = fence(w);
+    await resv.lock(null);
+    resv.reserveFences(1);
+    resv.addFence(f, READ);
+    resv.unlock();
+    deepStrictEqual(w.check(), []);
+    // a driver that drops the list's reference behind dma_resv's back
+    f.put();
+    f.put();
+    deepStrictEqual(w.check(), [
+      "dma-resv: reservation_ww_class_mutex: slot 0 holds released fence 1:1",
+    ]);
+  });
+});
