@@ -11,6 +11,7 @@ import {
   type Scenario,
   ScheduleError,
   trimDefaults,
+  withVariants,
   wwWaitDie,
   wwWoundWait,
 } from "./mod.ts";
@@ -313,4 +314,24 @@ Deno.test("failure kinds and limits", async (t) => {
     strictEqual(r.complete, false);
     strictEqual(r.failure, null);
   });
+});
+
+Deno.test("withVariants runs a scenario against each modelled variant", async () => {
+  const base: Scenario<{ seen: string }> = {
+    name: "variant-probe",
+    description: "records the variant its world runs",
+    build(world) {
+      const s = { seen: "" };
+      world.spawn("probe", async () => {
+        s.seen = world.variant("probe.impl", "default");
+      });
+      return s;
+    },
+    check: (_w, s) => s.seen === "broken" ? ["the broken variant ran"] : [],
+  };
+  const good = await explore(withVariants(base, "variant-probe.good", { "probe.impl": "good" }));
+  const bad = await explore(withVariants(base, "variant-probe.bad", { "probe.impl": "broken" }));
+  strictEqual(good.failure, null);
+  strictEqual(bad.failure?.kind, "check");
+  strictEqual(bad.scenario, "variant-probe.bad");
 });

@@ -87,6 +87,36 @@ export interface Scenario<S = unknown> {
   fingerprint?(world: Kernel, state: S): string | number;
 }
 
+/**
+ * A copy of `scenario` named `name` whose worlds run with the proposal or
+ * version switches `variants` (merged over the scenario's own), for running
+ * one scenario against each variant a package models
+ * (`world.variant(key, fallback)`).
+ *
+ * @example
+ * ```ts
+ * import { counterRace, withVariants } from "@dmalab/explorer";
+ * const v = withVariants(counterRace, "counter-race.v2", { "counter.impl": "v2" });
+ * v.worldOptions?.variants; // { "counter.impl": "v2" }
+ * ```
+ */
+export function withVariants<S>(
+  scenario: Scenario<S>,
+  name: string,
+  variants: Record<string, string>,
+  description: string = `${scenario.description} [${
+    Object.entries(variants).map(([k, v]) => `${k}=${v}`).join(", ")
+  }]`,
+): Scenario<S> {
+  const base = scenario.worldOptions ?? {};
+  return {
+    ...scenario,
+    name,
+    description,
+    worldOptions: { ...base, variants: { ...(base.variants ?? {}), ...variants } },
+  };
+}
+
 // deno-lint-ignore no-explicit-any
 type AnyScenario = Scenario<any>;
 
