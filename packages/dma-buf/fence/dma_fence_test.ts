@@ -450,6 +450,23 @@ Deno.test("dma_fence signalling annotations and lockdep", async (t) => {
     ok(w.dmesg.includes("WARNING: possible circular locking dependency detected"));
   });
 
+  await t.step("a wait inside a signalling section under a lock taken in the section", async () => {
+    const { Mutex } = await import("@dmalab/kernel");
+    const w = new Kernel({ strict: false });
+    const lock = new Mutex(w, "job_lock");
+    const f = fence(w);
+    f.signal();
+    await w.runTask("run_job", async () => {
+      const cookie = dmaFenceBeginSignalling(w);
+      await lock.lock(); // dma_fence_map -> job_lock
+      await f.wait(false); // job_lock -> dma_fence_map: the cycle
+      lock.unlock();
+      dmaFenceEndSignalling(w, cookie);
+    });
+    ok(w.dmesg.includes("WARNING: possible circular locking dependency detected"));
+    ok(w.dmesg.includes("job_lock"));
+  });
+
   await t.step("a wait inside a signalling section with no lock held is not a report", async () => {
     // __dma_fence_might_wait drops the section's read acquisition around its
     // write acquisition, so only lock dependencies are checked, as in the kernel.
