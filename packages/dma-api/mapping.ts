@@ -248,18 +248,22 @@ function mapSgAttrs(dev: Device, sgt: SgTable, dir: DmaDirection, attrs: number)
     : dmaDirectMapSg(dev, sgt, dir, attrs);
   if (ents > 0) {
     sgt.nents = ents;
-    const first = sgt.sgl[0]!;
-    dmaDebugOf(dev.world).add({
-      dev,
-      type: "scatter-gather",
-      dmaAddr: first.dmaAddress,
-      size: sgt.sgl.reduce((a, s) => a + s.length, 0),
-      direction: dir,
-      paddr: first.phys,
-      mapErr: "none",
-      sgCallEnts: sgt.origNents,
-      sgMappedEnts: ents,
-    });
+    // debug_dma_map_sg: one entry per DMA segment
+    const dbg = dmaDebugOf(dev.world);
+    for (let i = 0; i < ents; i++) {
+      const s = sgt.sgl[i]!;
+      dbg.add({
+        dev,
+        type: "scatter-gather",
+        dmaAddr: s.dmaAddress,
+        size: s.dmaLength,
+        direction: dir,
+        paddr: s.phys,
+        mapErr: "none",
+        sgCallEnts: sgt.origNents,
+        sgMappedEnts: ents,
+      });
+    }
   }
   return ents;
 }
@@ -286,17 +290,26 @@ export function dmaMapSgtable(dev: Device, sgt: SgTable, dir: DmaDirection, attr
 /** `dma_unmap_sg_attrs()` / `dma_unmap_sgtable()` (pass the table mapped). */
 export function dmaUnmapSgtable(dev: Device, sgt: SgTable, dir: DmaDirection, attrs = 0): void {
   checkDir(dev, dir, "dma_unmap_sg");
+  // debug_dma_unmap_sg: check each mapped segment against its record
+  const dbg = dmaDebugOf(dev.world);
   const first = sgt.sgl[0];
-  if (
-    !first || !dmaDebugOf(dev.world).checkUnmap({
+  if (!first) return;
+  const mapped = dbg.enabled
+    ? (dbg.entries(dev).find((e) => e.dmaAddr === first.dmaAddress && e.type === "scatter-gather")
+      ?.sgMappedEnts ?? 1)
+    : 0;
+  for (let i = 0; i < sgt.sgl.length && i < mapped; i++) {
+    const s = sgt.sgl[i]!;
+    const ok = dbg.checkUnmap({
       dev,
       type: "scatter-gather",
-      dmaAddr: first.dmaAddress,
-      size: sgt.sgl.reduce((a, s) => a + s.length, 0),
+      dmaAddr: s.dmaAddress,
+      size: s.dmaLength,
       direction: dir,
       sgCallEnts: sgt.origNents,
-    })
-  ) return;
+    });
+    if (!ok && i === 0) return;
+  }
   const dom = dmaDev(dev).dmaDomain;
   if (dom) iommuDmaUnmapSg(dev, dom, sgt);
   else directUnmapSg(dev, sgt, sgt.nents, dir, attrs);
