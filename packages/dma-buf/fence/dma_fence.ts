@@ -747,6 +747,21 @@ export class DmaFence {
   }
 }
 
+/** `dma_fence_is_array`. */
+export function dmaFenceIsArray(fence: DmaFence): boolean {
+  return fence.kind === "array";
+}
+
+/** `dma_fence_is_chain`. */
+export function dmaFenceIsChain(fence: DmaFence): boolean {
+  return fence.kind === "chain";
+}
+
+/** `dma_fence_is_container`: an array or a chain node. */
+export function dmaFenceIsContainer(fence: DmaFence): boolean {
+  return fence.kind !== "fence";
+}
+
 /** `dma_fence_get`, NULL-safe. */
 export function dmaFenceGet<F extends DmaFence>(fence: F | null | undefined): F | null {
   return fence ? fence.get() : null;

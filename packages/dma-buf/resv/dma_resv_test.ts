@@ -619,3 +619,56 @@ Deno.test("dma_resv invariant checker", async () => {
     ]);
   });
 });
+
+Deno.test("dma_resv: locking several objects with backoff always completes (Wait-Die)", async () => {
+  const { RandomPolicy } = await import("@dmalab/kernel");
+  let backoffs = 0;
+  for (const seed of [1, 2, 3, 4, 5, 6, 7, 8]) {
+    const w = new Kernel({ policy: new RandomPolicy(seed) });
+    const bos = [0, 1, 2, 3].map((i) => new DmaResv(w, `bo${i}`));
+    const done: string[] = [];
+    for (
+      const [name, order] of [["a", [0, 1, 2, 3]], ["b", [3, 2, 1, 0]], ["c", [
+        2,
+        0,
+        3,
+        1,
+      ]]] as const
+    ) {
+      w.spawn(name, async () => {
+        const ctx = new WwAcquireCtx(w, reservationWwClass);
+        let contended: DmaResv | null = null;
+        for (;;) {
+          if (contended) await contended.lockSlow(ctx);
+          const held: DmaResv[] = contended ? [contended] : [];
+          let ret = 0;
+          for (const i of order) {
+            const bo = bos[i]!;
+            if (bo === contended) continue;
+            await w.sched.preempt("lock-next");
+            ret = await bo.lock(ctx);
+            if (ret === -Errno.EDEADLK) {
+              contended = bo;
+              backoffs++;
+              break;
+            }
+            strictEqual(ret, 0);
+            held.push(bo);
+          }
+          if (ret === 0) break;
+          for (const bo of held) bo.unlock();
+        }
+        ctx.done();
+        for (const bo of bos) ok(bo.held());
+        await w.sched.preempt("critical");
+        for (const bo of bos) bo.unlock();
+        ctx.fini();
+        done.push(name);
+      });
+    }
+    await w.run();
+    strictEqual(done.length, 3, `seed ${seed}`);
+    strictEqual(w.bugs.length, 0);
+  }
+  ok(backoffs > 0, `some schedules made a younger context die (${backoffs} backoffs)`);
+});
