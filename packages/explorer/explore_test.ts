@@ -180,6 +180,12 @@ Deno.test("sleep sets explore fewer schedules than plain DFS, finding the same b
     strictEqual(p1.failure?.kind, d1.failure?.kind);
     strictEqual(p1.failure?.schedule, d1.failure?.schedule);
   });
+  await t.step("the same distinct states as plain DFS on the ww_mutex lockers", async () => {
+    const por = await explore(wwWaitDie);
+    const dfs = await explore(wwWaitDie, { por: false });
+    ok(por.schedules < dfs.schedules, `${por.schedules} < ${dfs.schedules}`);
+    strictEqual(por.states, dfs.states);
+  });
   await t.step("locked counter plus two independent tasks: clean both ways", async () => {
     const noisy = withNoise(sc("counter-mutex"), 2, 2);
     const por = await explore(noisy);

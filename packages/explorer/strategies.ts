@@ -9,8 +9,10 @@
  *   preemption bound (iterative context bounding, CHESS: switching away from
  *   a task still runnable at a preemption point costs one preemption) and
  *   sleep sets (Godefroid) over the (object, access) each point declares.
- *   A step that made another task runnable (a wake-up or spawn) empties the
- *   sleep set: it synchronised with someone, so it is not reordered.
+ *   A step that made another task runnable (a wake-up or spawn) or ended
+ *   in a sleep empties the sleep set: it synchronised with another task
+ *   through state its point does not name (the holder's unlock, a wait
+ *   queue), so it is not reordered.
  * - {@linkcode PctStrategy}: probabilistic concurrency testing (Burckhardt,
  *   Kothari, Musuvathi, Nagarakatte, ASPLOS 2010): random distinct task
  *   priorities, the highest-priority runnable task runs, and at d-1 random
@@ -135,7 +137,9 @@ export class DfsStrategy implements Strategy {
     }
     // fresh territory
     if (this.por) {
-      if (p.woke) {
+      // a step that woke a task or blocked synchronised with another task
+      // through state its point did not declare (an unlock, a wait queue)
+      if (p.woke || p.ctx.point.reason === "block") {
         if (this.#sleep.length) this.#sleep = [];
       } else if (this.#sleep.length) {
         const run = p.run;
