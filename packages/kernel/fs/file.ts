@@ -19,6 +19,8 @@
  */
 import { KernelError } from "../errors.ts";
 import type { Kernel } from "../world.ts";
+import { AddressSpace, type VmFile } from "../mm/address_space.ts";
+import type { Vma } from "../mm/vma.ts";
 
 /** `O_RDONLY`. */
 export const O_RDONLY = 0o0;
@@ -62,12 +64,19 @@ export class Inode {
   size: number;
   /** `i_private`. */
   private: unknown = null;
+  #mapping: AddressSpace | null = null;
 
   /** Builds an inode; `ino` is unique within its filesystem. */
   constructor(ino: number, kind: InodeKind, size = 0) {
     this.ino = ino;
     this.kind = kind;
     this.size = size;
+  }
+
+  /** `i_mapping` (created on first use): the VMAs mapping this inode, for `unmap_mapping_range`. */
+  mapping(world: Kernel): AddressSpace {
+    this.#mapping ??= new AddressSpace(world, `${this.kind}:${this.ino}`);
+    return this.#mapping;
   }
 }
 
@@ -89,8 +98,8 @@ export interface FileOperations {
   ioctl?(file: File, cmd: number, arg: unknown): number | Promise<number>;
   /** `llseek(file, offset, whence)`: new position or throws. Absent means -ESPIPE. */
   llseek?(file: File, offset: number, whence: number): number;
-  /** `poll(file, wait)`: the ready mask (EPOLL* bits). */
-  poll?(file: File): number;
+  /** `poll(file, wait)`: the ready mask (EPOLL* bits); may sleep (dma-buf takes the resv lock). */
+  poll?(file: File): number | Promise<number>;
   /** `mmap(file, vma)`: the VMA type is the mm package's. */
   mmap?(file: File, vma: unknown): void | Promise<void>;
   /** `show_fdinfo(seq, file)`: lines of /proc/<pid>/fdinfo/<fd> after the generic ones. */
@@ -141,6 +150,7 @@ export class File {
   readonly id: number;
   #count = 1;
   #released = false;
+  #vmFile: VmFile | null = null;
 
   /** `alloc_file`: a file with one reference, owned by the caller. */
   constructor(world: Kernel, inode: Inode, fOp: FileOperations, options: FileOptions = {}) {
@@ -210,7 +220,7 @@ export class File {
   }
 
   /** `vfs_poll`: `DEFAULT_POLLMASK` (IN|OUT|RDNORM|WRNORM) without `poll`. */
-  poll(): number {
+  poll(): number | Promise<number> {
     return this.fOp.poll ? this.fOp.poll(this) : EPOLLIN | EPOLLOUT | 0x40 | 0x100;
   }
 
@@ -220,6 +230,26 @@ export class File {
       this.flags.toString(8)
     }\nmnt_id:\t0\nino:\t${this.inode.ino}\n`;
     return base + (this.fOp.showFdinfo?.(this) ?? "");
+  }
+
+  /**
+   * The file as the mm package maps it (`vm_file`): `f_mapping`, `f_op->mmap`
+   * (-ENODEV from mmap(2) when absent), FMODE_WRITE, and the reference a
+   * VMA holds.
+   */
+  asVmFile(): VmFile {
+    if (this.#vmFile) return this.#vmFile;
+    const mmap = this.fOp.mmap;
+    const vf: VmFile = {
+      mapping: this.inode.mapping(this.world),
+      name: this.path,
+      writable: (this.flags & O_ACCMODE) !== O_RDONLY,
+      get: () => void this.get(),
+      put: () => this.put(),
+      ...(mmap ? { mmap: (vma: Vma) => mmap(this, vma) } : {}),
+    };
+    this.#vmFile = vf;
+    return vf;
   }
 
   /** `toString`: the path. */
