@@ -148,7 +148,7 @@ export interface HostBridgeSpec {
   bus?: number;
   /** NUMA node (default 0). */
   numaNode?: number;
-  /** Memory windows (default: a 64 MiB 32-bit window and a 1 TiB 64-bit prefetchable one). */
+  /** Memory windows (default: a 32 MiB window in the 32-bit PCI hole and a 1 TiB 64-bit prefetchable one). */
   windows?: { cpuStart: NumLike; size: NumLike; busOffset?: NumLike; prefetch?: boolean }[];
   /** Functions on the root bus. */
   devices: FnSpec[];
@@ -202,10 +202,11 @@ export function parseNum(v: NumLike, what: string): number {
 }
 
 function defaultWindows(index: number): PciWindow[] {
+  // 32-bit windows sit in the PCI hole below 4 GiB (e820 leaves 3 GiB-4 GiB to PCI).
   return [
     {
-      cpuStart: 0x8000_0000n + BigInt(index % 32) * 0x0400_0000n,
-      size: 0x0400_0000n,
+      cpuStart: 0xc000_0000n + BigInt(index % 31) * 0x0200_0000n,
+      size: 0x0200_0000n,
       busOffset: 0n,
       prefetch: false,
     },
@@ -471,7 +472,16 @@ function addBars(ctx: Ctx, dev: PciDev, bars: BarSpec[], p: string): void {
     if (index < 0 || index > 5 || (is64 && index > 4) || dev.bars[index] !== null) {
       throw new Error(`${p}.bars[${i}]: BAR index ${index} unavailable`);
     }
-    const bar: PciBar = { index, size, mem: !io, is64, prefetch, start: null, busOffset: 0n };
+    const bar: PciBar = {
+      index,
+      size,
+      mem: !io,
+      is64,
+      prefetch,
+      start: null,
+      busOffset: 0n,
+      mmio: null,
+    };
     dev.bars[index] = bar;
     next = index + (is64 ? 2 : 1);
     const fixed = b.start === undefined ? null : parseBig(b.start, `${p}.bars[${i}].start`);
@@ -525,9 +535,10 @@ function addVfs(ctx: Ctx, pf: PciDev, s: SriovSpec, p: string): void {
 
 function assignBars(ctx: Ctx, host: PciHostBridge): void {
   const cursors = host.windows.map((w) => w.cpuStart);
-  for (const { bar, fixed } of ctx.bars) {
+  for (const { bar, fixed, dev } of ctx.bars) {
     if (fixed === null) continue;
     bar.start = fixed;
+    claimBar(ctx, dev, bar);
     host.windows.forEach((w, i) => {
       if (fixed >= w.cpuStart && fixed + bar.size <= w.cpuStart + w.size) {
         bar.busOffset = w.busOffset;
@@ -557,6 +568,7 @@ function assignBars(ctx: Ctx, host: PciHostBridge): void {
         bar.busOffset = w.busOffset;
         cursors[i] = start + bar.size;
         done = true;
+        claimBar(ctx, dev, bar);
         break;
       }
     }
@@ -568,6 +580,28 @@ function assignBars(ctx: Ctx, host: PciHostBridge): void {
         }${bar.prefetch ? " pref" : ""}]: can't assign; no space`,
       );
     }
+  }
+}
+
+/**
+ * `pci_claim_resource`: registers an assigned BAR as an MMIO region of the
+ * world's physical memory (sparse backing, so P2P writes land somewhere).
+ * A conflict is logged as the PCI core logs it and leaves the BAR unclaimed.
+ */
+function claimBar(ctx: Ctx, dev: PciDev, bar: PciBar): void {
+  try {
+    bar.mmio = ctx.world.mem.registerMmio({
+      name: `${dev.name} BAR ${bar.index}`,
+      start: bar.start!,
+      size: bar.size,
+      owner: dev,
+    });
+  } catch (e) {
+    if (!(e instanceof KernelError)) throw e;
+    ctx.world.dmesg.printk(
+      "info",
+      `pci ${dev.name}: BAR ${bar.index} ${formatBar(bar)}: can't claim; address conflict`,
+    );
   }
 }
 

@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { Bus, Device, type Kernel } from "@dmalab/kernel";
+import { Bus, Device, type Kernel, type MmioRegion } from "@dmalab/kernel";
 import type { PciDevType } from "./constants.ts";
 import type { PciP2pdma } from "./p2pdma.ts";
 
@@ -60,6 +60,8 @@ export interface PciBar {
   start: bigint | null;
   /** `pci_bus_address(pdev, bar) - pci_resource_start(pdev, bar)`. */
   busOffset: bigint;
+  /** The claimed MMIO region in the world's physical memory (null when unassigned or in conflict). */
+  mmio: MmioRegion | null;
 }
 
 /** Link capability and status (LnkCap / LnkSta). */

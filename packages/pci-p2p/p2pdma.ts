@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { type Device, KernelError } from "@dmalab/kernel";
+import { type Device, type DevPagemap, KernelError } from "@dmalab/kernel";
 import {
   PAGE_SHIFT,
   PCI_ACS_CR,
@@ -55,7 +55,8 @@ export class PciP2pdma {
   /** Outstanding allocations (the pgmap percpu refs). */
   allocRefs = 0;
   /** Donated ranges `[start, end]` (CPU physical), for `is_pci_p2pdma_page`. */
-  readonly ranges: { start: bigint; end: bigint; provider: P2pdmaProvider }[] = [];
+  readonly ranges: { start: bigint; end: bigint; provider: P2pdmaProvider; pgmap: DevPagemap }[] =
+    [];
 
   /** Built by {@linkcode pcimP2pdmaInit}. */
   constructor(mem: (P2pdmaProvider | null)[]) {
@@ -152,8 +153,10 @@ export function pciP2pdmaAddResource(pdev: PciDev, bar: number, size = 0n, offse
   if (!mem) throw new KernelError("EINVAL", `${fn}: ${pdev.name} BAR ${bar} has no provider`);
   const start = b.start + offset;
   const end = start + size - 1n;
+  // devm_memremap_pages: ZONE_DEVICE pages of type MEMORY_DEVICE_PCI_P2PDMA
+  const pgmap = pdev.world.mem.memremapPages({ type: "pci_p2pdma", start, size, owner: mem });
   p2p.pool.add(start, b.start + b.busOffset + offset, size);
-  p2p.ranges.push({ start, end, provider: mem });
+  p2p.ranges.push({ start, end, provider: mem, pgmap });
   pciInfo(pdev, `added peer-to-peer DMA memory 0x${hex(start, 1)}-0x${hex(end, 1)}`);
 }
 
@@ -530,10 +533,13 @@ export class P2pdmaMapState {
 }
 
 /**
- * `pci_p2pdma_release` (devres, on driver unbind): drops the P2PDMA state.
- * Outstanding allocations would leave ZONE_DEVICE pages in use: a BUG.
+ * `pci_p2pdma_release` and the devres actions of `pci_p2pdma_add_resource`
+ * (driver unbind): `memunmap_pages` of each donated range (sleeps until its
+ * pages are free), then the pool and the P2PDMA state go. p2pmem still
+ * allocated would keep the page-map references forever (unbind would hang):
+ * reported as a BUG before anything is torn down.
  */
-export function pciP2pdmaRelease(pdev: PciDev): void {
+export async function pciP2pdmaRelease(pdev: PciDev): Promise<void> {
   const p = pdev.p2pdma;
   if (!p) return;
   if (p.allocRefs > 0) {
@@ -541,6 +547,8 @@ export function pciP2pdmaRelease(pdev: PciDev): void {
       "BUG",
       `pci_p2pdma_release: ${pdev.name}: ${p.allocRefs} p2pmem allocations still outstanding`,
     );
+    return;
   }
+  for (const r of p.ranges) await pdev.world.mem.memunmapPages(r.pgmap);
   pdev.p2pdma = null;
 }

@@ -1,4 +1,4 @@
-import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
 import fc from "fast-check";
 import { Device, Kernel, KernelBug, KernelError } from "@dmalab/kernel";
 import {
@@ -372,7 +372,7 @@ Deno.test("p2pmem: add_resource, publish, find_many, alloc/free, bus addresses",
     for (let i = 0; i < 20; i++) picks.add(pciP2pmemFindMany([m.nic2])!.name); // 6 vs 4: nvme
     deepStrictEqual([...picks], ["0000:05:00.0"]);
   });
-  await t.step("alloc, virt_to_bus with a bus offset, free, release", () => {
+  await t.step("alloc, virt_to_bus with a bus offset, free, release", async () => {
     const a = pciAllocP2pmem(m.nvme, 8192n)!;
     const b = pciAllocP2pmem(m.nvme, 1n)!;
     strictEqual(b - a, 8192n);
@@ -384,10 +384,26 @@ Deno.test("p2pmem: add_resource, publish, find_many, alloc/free, bus addresses",
     strictEqual(p2pdmaProviderOf(m.nvme, 0x1000n), null);
     pciFreeP2pmem(m.nvme, a, 8192n);
     throws(() => pciFreeP2pmem(m.nvme, a, 8192n), KernelBug);
-    throws(() => pciP2pdmaRelease(m.nvme), KernelBug);
+    await rejects(() => pciP2pdmaRelease(m.nvme), KernelBug);
     pciFreeP2pmem(m.nvme, b, 1n);
-    pciP2pdmaRelease(m.nvme);
+    const maps = world.mem.pagemaps().length;
+    await world.runTask("unbind", async () => await pciP2pdmaRelease(m.nvme));
     strictEqual(m.nvme.p2pdma, null);
+    strictEqual(world.mem.pagemaps().length, maps - 1);
+  });
+  await t.step("BARs are MMIO regions; donated ranges get pci_p2pdma ZONE_DEVICE pages", () => {
+    const bar = m.gpu.bars[1]!;
+    strictEqual(world.mem.mmioAt(bar.start!)!.owner, m.gpu);
+    strictEqual(bar.mmio!.size, Number(bar.size));
+    ok(
+      world.mem.pagemaps().some((p) =>
+        p.type === "pci_p2pdma" && p.owner === pcimP2pdmaProvider(m.gpu, 1)
+      ),
+    );
+    // donating the same range twice: memremap_pages WARNs (strict: throws) and the pool is unchanged
+    const before = p2pmemSysfs(m.gpu)!.size;
+    throws(() => pciP2pdmaAddResource(m.gpu, 1, 1n << 30n, 0n), KernelBug);
+    strictEqual(p2pmemSysfs(m.gpu)!.size, before);
   });
 });
 
