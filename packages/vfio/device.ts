@@ -243,6 +243,17 @@ export class VfioPciCoreDevice {
       const size = Number(b.size);
       const store = new SparseStore();
       let region: MmioRegion | null = null;
+      const claimed = world.mem.mmioAt(start);
+      if (claimed && claimed === b.mmio && claimed.ops === null) {
+        // The PCI core's claim (pci-p2p, plain backing): vfio installs its own
+        // BAR decoding. Kept when ZONE_DEVICE pages cover it (EBUSY).
+        try {
+          world.mem.unregisterMmio(claimed);
+          b.mmio = null;
+        } catch (e) {
+          if (!(e instanceof KernelError) || e.code !== "EBUSY") throw e;
+        }
+      }
       if (!world.mem.mmioAt(start)) {
         try {
           region = world.mem.registerMmio({
