@@ -345,6 +345,31 @@ Deno.test("dma_fence waits", async (t) => {
     },
   );
 
+  await t.step("a custom ops.wait replaces the default wait (the classic mock_wait)", async () => {
+    // The classic st-dma-fence mock: remaining timeout when signalled, -ETIME
+    // on timeout (test_wait expects -ETIME before and 0 after the signal).
+    const w = new Kernel();
+    const mock: DmaFenceOps = {
+      ...ops,
+      async wait(f, intr, timeout) {
+        const ret = await f.defaultWait(intr, timeout);
+        return ret === 0 ? -Errno.ETIME : ret < 0 ? ret : timeout === 0 ? 0 : ret;
+      },
+      release: (f) => f.free(),
+    };
+    await w.runTask("t", async () => {
+      const f = new DmaFence(w, mock, 0, 0);
+      f.enableSwSignaling();
+      strictEqual(await f.waitTimeout(false, 0), -Errno.ETIME);
+      f.signal();
+      ok(f.ops !== null, "a fence with a wait op keeps its ops after signalling");
+      strictEqual(await f.waitTimeout(false, 0), 0);
+      strictEqual(await f.wait(false), 0);
+      f.put();
+    });
+    strictEqual(dmaFenceWorld(w).live, 0);
+  });
+
   await t.step("a negative timeout is WARN + -EINVAL", async () => {
     const p = new Kernel({ strict: false });
     const f = fence(p);
