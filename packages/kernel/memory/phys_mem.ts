@@ -266,6 +266,31 @@ export class PhysMem {
     for (const [key, ranges] of zoneRanges) this.#zones.set(key, new BuddyZone(ranges));
     this.#nodes = [...nodes].sort((a, b) => a - b);
     this.#pgmapWq = new WaitQueueHead(world.sched, "pgmap->done");
+    world.addChecker("mem", () => this.checkInvariants());
+  }
+
+  /**
+   * The allocator and `struct page` agree: an allocated block's first page
+   * has a reference; a page inside a free block has none and is not mapped.
+   * (Registered as the world checker `mem`.)
+   */
+  checkInvariants(): string[] {
+    const out: string[] = [];
+    for (const [pfn, a] of this.#allocated) {
+      const p = this.#pages.get(pfn);
+      if (!p || p.refcount <= 0) {
+        out.push(`pfn 0x${pfn.toString(16)} allocated (order ${a.order}) with refcount 0`);
+      }
+    }
+    for (const p of this.#pages.values()) {
+      if (p.pgmap) continue;
+      if (this.#zoneFor(p.pfn).isFree(p.pfn) && (p.refcount !== 0 || p.mapcount !== 0)) {
+        out.push(
+          `free pfn 0x${p.pfn.toString(16)} has refcount ${p.refcount} mapcount ${p.mapcount}`,
+        );
+      }
+    }
+    return out;
   }
 
   // ---- address map -------------------------------------------------------

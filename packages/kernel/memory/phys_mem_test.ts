@@ -303,6 +303,7 @@ Deno.test("property: sparse memory equals a dense shadow for random writes and r
       const all = new Uint8Array(SPAN);
       w.mem.readInto(BASE, all);
       deepStrictEqual(all, shadow);
+      deepStrictEqual(w.check(), []);
     }),
     { numRuns: 60 },
   );

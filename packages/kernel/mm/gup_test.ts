@@ -54,6 +54,7 @@ Deno.test("gup: pin_user_pages on anonymous memory", async (t) => {
       ok(pages.every((p) => p.refcount === GUP_PIN_COUNTING_BIAS));
       unpinUserPages(pages);
       strictEqual(w.mem.freeRamPages, free + 4);
+      deepStrictEqual(w.check(), []);
     });
   });
   await t.step("read pins of untouched memory pin the zero page without a reference", async () => {

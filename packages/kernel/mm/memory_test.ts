@@ -120,7 +120,11 @@ Deno.test("vmf_insert_mixed / vmf_insert_pfn_pmd rules", async (t) => {
       strictEqual(vmfInsertPfnPmd(vmf, 0x200, false), VM_FAULT_NOPAGE);
       strictEqual(vmfInsertPfnPmd(vmf, 0x400, false), VM_FAULT_NOPAGE, "already mapped");
       strictEqual(mm.translate(al + PAGE)!.pfn, 0x201);
-      strictEqual(mm.translate(al)!.writable, true, "vm_page_prot of a shared writable VM_PFNMAP VMA");
+      strictEqual(
+        mm.translate(al)!.writable,
+        true,
+        "vm_page_prot of a shared writable VM_PFNMAP VMA",
+      );
     });
   });
   await t.step("zap_vma_ptes only on VM_PFNMAP, inside the VMA", async () => {

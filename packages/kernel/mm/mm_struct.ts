@@ -178,6 +178,37 @@ export class MmStruct {
     this.id = world.nextId();
     this.mmapLock = new MmapLock(world, "&mm->mmap_lock");
     this.ptl = newPtl(world, "&mm->page_table_lock");
+    world.addChecker(`mm:${this.id}`, () => this.checkInvariants());
+  }
+
+  /**
+   * Every PTE lies inside a VMA, and every non-special PTE maps a page
+   * that is referenced and counted as mapped. (Registered as the world
+   * checker `mm:<id>`; removed at teardown.)
+   */
+  checkInvariants(): string[] {
+    const out: string[] = [];
+    for (const [vpn, e, huge] of this.pgtable.range(0, TASK_SIZE / PAGE)) {
+      const addr = vpn * PAGE;
+      if (!this.vmaLookup(addr)) {
+        out.push(`${this.name}: PTE at 0x${addr.toString(16)} outside every VMA`);
+      }
+      const pte = decodePte(e, huge);
+      if (pte.special) continue;
+      const page = this.world.mem.pfnToPage(pte.pfn);
+      if (!page) {
+        out.push(
+          `${this.name}: PTE at 0x${addr.toString(16)} maps pfn 0x${
+            pte.pfn.toString(16)
+          } without struct page`,
+        );
+      } else if (page.refcount <= 0 || page.mapcount <= 0) {
+        out.push(
+          `${this.name}: PTE at 0x${addr.toString(16)} maps ${page} with mapcount ${page.mapcount}`,
+        );
+      }
+    }
+    return out;
   }
 
   // ---- lifetime ----------------------------------------------------------
@@ -253,6 +284,7 @@ export class MmStruct {
       }
       for (const vma of [...this.#vmas]) await this.#removeVma(vma);
       this.#dead = true;
+      this.world.removeChecker(`mm:${this.id}`);
     } finally {
       this.mmapLock.writeUnlock();
     }

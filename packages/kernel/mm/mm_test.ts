@@ -112,8 +112,25 @@ Deno.test("mm: anonymous memory", async (t) => {
       strictEqual(w.mem.freeRamPages, free + 2, "both anon pages went back to the buddy allocator");
       strictEqual(mm.vmas.length, 0);
       strictEqual(mm.pgtable.entries, 0);
+      deepStrictEqual(w.check(), []);
     });
   });
+  await t.step(
+    "world.check() catches a mapped page whose references were dropped behind mm's back",
+    async () => {
+      const w = new Kernel({ strict: false });
+      const mm = new MmStruct(w, "app");
+      await w.runTask("app", async () => {
+        const a = await mm.mmap({ length: PAGE });
+        await mm.write(a, new Uint8Array([1]));
+        deepStrictEqual(w.check(), []);
+        const page = w.mem.pfnToPage(mm.translate(a)!.pfn)!;
+        page.put(); // a driver's stray put_page: the page is freed while still mapped
+        const v = w.check();
+        ok(v.some((m) => m.startsWith(`mm:${mm.id}: app: PTE at`)), v.join("\n"));
+      });
+    },
+  );
   await t.step(
     "SIGSEGV outside a VMA and on a protection violation is -EFAULT; state intact",
     async () => {

@@ -364,6 +364,7 @@ async function retryScenario(
     }
   });
   await w.run();
+  deepStrictEqual(w.check(), []);
   return { stale, uses };
 }
 
