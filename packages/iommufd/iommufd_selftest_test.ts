@@ -1,0 +1,293 @@
+/**
+ * Ports of tools/testing/selftests/iommu/iommufd.c cases that apply to the
+ * model, under their names. The selftest's mock domain is replaced by a
+ * real device (an mlx5-like NIC) bound and attached through the model's
+ * IOMMU; `IOMMU_TEST_OP_ADD_RESERVED` is `iopt.reserveIova`.
+ */
+import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
+import {
+  anonInodeGetfile,
+  filesOf,
+  Kernel,
+  memfdCreate,
+  memfdFile,
+  MFD_HUGETLB,
+  MmStruct,
+  O_RDWR,
+} from "@dmalab/kernel";
+import { defaultMachine } from "@dmalab/pci-p2p";
+import { IommuFaultError, iommuSetup } from "@dmalab/iommu";
+import {
+  deviceDmaRead,
+  deviceDmaWrite,
+  IOMMU_IOAS_MAP_FIXED_IOVA,
+  IOMMU_IOAS_MAP_READABLE,
+  IOMMU_IOAS_MAP_WRITEABLE,
+  IommufdCtx,
+  IommufdUser,
+  memfdSource,
+  U64_MAX,
+} from "./mod.ts";
+
+const PAGE = 4096;
+const RW = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
+const errno = (c: string) => (e: unknown) => (e as { code?: string }).code === c;
+
+interface Fixture {
+  world: Kernel;
+  mm: MmStruct;
+  ictx: IommufdCtx;
+  ioas: number;
+  buffer: number;
+  base: number;
+  nic: ReturnType<typeof defaultMachine>["nic"];
+}
+
+/** FIXTURE(iommufd_ioas) with a domain attached (the "mock_domain" variant). */
+async function fixture(
+  t: Deno.TestContext,
+  name: string,
+  body: (f: Fixture) => Promise<void>,
+  opts: { domain?: boolean; user?: IommufdUser } = {},
+): Promise<void> {
+  await t.step(name, async () => {
+    const world = new Kernel();
+    const m = defaultMachine(world);
+    iommuSetup(world);
+    const mm = new MmStruct(world, "selftest");
+    const ictx = new IommufdCtx(world, opts.user ? { user: opts.user } : {});
+    await world.runTask("selftest", async () => {
+      const ioas = ictx.ioasAlloc();
+      if (opts.domain ?? true) await ictx.attach(ictx.bindDevice(m.nic), ioas);
+      const buffer = await mm.mmap({ length: 64 * PAGE });
+      await body({ world, mm, ictx, ioas, buffer, base: 1 << 20, nic: m.nic });
+    });
+  });
+}
+
+Deno.test("iommufd_ioas", async (t) => {
+  const map = (f: Fixture, length: number, iova: number) =>
+    f.ictx.ioasMap({
+      ioasId: f.ioas,
+      flags: RW | IOMMU_IOAS_MAP_FIXED_IOVA,
+      mm: f.mm,
+      userVa: f.buffer,
+      length,
+      iova,
+    });
+
+  for (const domain of [false, true]) {
+    const v = domain ? "mock_domain" : "no_domain";
+    await fixture(t, `area (${v})`, async (f) => {
+      for (let i = 0; i < 16; i++) await map(f, PAGE, f.base + i * PAGE);
+      // Unmap parts of the areas
+      for (let i = 0; i < 16; i++) {
+        strictEqual(await f.ictx.ioasUnmap(f.ioas, f.base + i * PAGE, PAGE), PAGE);
+      }
+      // Split fails
+      await map(f, 2 * PAGE, f.base + 16 * PAGE);
+      await rejects(f.ictx.ioasUnmap(f.ioas, f.base + 16 * PAGE, PAGE), errno("ENOENT"));
+      await rejects(f.ictx.ioasUnmap(f.ioas, f.base + 17 * PAGE, PAGE), errno("ENOENT"));
+      // Over map fails
+      await rejects(map(f, 2 * PAGE, f.base + 16 * PAGE), errno("EEXIST"));
+      await rejects(map(f, PAGE, f.base + 16 * PAGE), errno("EEXIST"));
+      await rejects(map(f, PAGE, f.base + 17 * PAGE), errno("EEXIST"));
+      await rejects(map(f, 2 * PAGE, f.base + 15 * PAGE), errno("EEXIST"));
+      await rejects(map(f, 3 * PAGE, f.base + 15 * PAGE), errno("EEXIST"));
+      // unmap all works, also on an empty IOAS
+      await f.ictx.ioasUnmap(f.ioas, 0, U64_MAX);
+      strictEqual(await f.ictx.ioasUnmap(f.ioas, 0, U64_MAX), 0);
+    }, { domain });
+
+    await fixture(t, `unmap_fully_contained_areas (${v})`, async (f) => {
+      const base = f.base + 4 * PAGE;
+      for (let i = 0; i < 4; i++) await map(f, 8 * PAGE, base + i * 16 * PAGE);
+      await rejects(f.ictx.ioasUnmap(f.ioas, base - 4 * PAGE, 8 * PAGE), errno("ENOENT"));
+      await rejects(
+        f.ictx.ioasUnmap(f.ioas, base + 3 * 16 * PAGE + 8 * PAGE - 4 * PAGE, 8 * PAGE),
+        errno("ENOENT"),
+      );
+      strictEqual(
+        await f.ictx.ioasUnmap(f.ioas, base - 4 * PAGE, 3 * 16 * PAGE + 8 * PAGE + 4 * PAGE),
+        32 * PAGE,
+      );
+    }, { domain });
+  }
+
+  await fixture(t, "area_auto_iova", async (f) => {
+    f.ictx.ioas(f.ioas).iopt.reserveIova(PAGE, PAGE * 4 - 1, "test");
+    const iovas: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const len = PAGE * (i + 1);
+      const iova = await f.ictx.ioasMap({
+        ioasId: f.ioas,
+        flags: RW,
+        mm: f.mm,
+        userVa: f.buffer,
+        length: len,
+      });
+      iovas.push(iova);
+      // Allocated IOVAs are aligned to the largest power of two up to the length.
+      let align = PAGE;
+      while (align * 2 <= len) align *= 2;
+      strictEqual(iova % align, 0);
+      ok(iova + len <= PAGE || iova >= 4 * PAGE, "never in the reserved range");
+    }
+    for (let i = 0; i < 10; i++) {
+      strictEqual(await f.ictx.ioasUnmap(f.ioas, iovas[i]!, PAGE * (i + 1)), PAGE * (i + 1));
+    }
+  });
+
+  await fixture(t, "area_allowed", async (f) => {
+    // An allowed range overlapping a reserved one is -EADDRINUSE.
+    f.ictx.ioas(f.ioas).iopt.reserveIova(16 * PAGE, 17 * PAGE - 1, "test");
+    throws(
+      () => f.ictx.ioasAllowIovas(f.ioas, [{ start: 15 * PAGE, last: 20 * PAGE }]),
+      errno("EADDRINUSE"),
+    );
+    f.ictx.ioasAllowIovas(f.ioas, [{ start: 64 * PAGE, last: 128 * PAGE - 1 }]);
+    const iova = await f.ictx.ioasMap({
+      ioasId: f.ioas,
+      flags: RW,
+      mm: f.mm,
+      userVa: f.buffer,
+      length: 8 * PAGE,
+    });
+    ok(iova >= 64 * PAGE && iova + 8 * PAGE <= 128 * PAGE);
+    // A reserved range overlapping an allowed one is -EADDRINUSE too.
+    throws(
+      () => f.ictx.ioas(f.ioas).iopt.reserveIova(100 * PAGE, 101 * PAGE, "t"),
+      errno("EADDRINUSE"),
+    );
+    // Allowed ranges only steer allocation: a fixed IOVA outside still maps.
+    await map(f, PAGE, 4 * PAGE);
+    throws(
+      () => f.ictx.ioasAllowIovas(f.ioas, [{ start: 8 * PAGE, last: 4 * PAGE }]),
+      errno("EINVAL"),
+    );
+  });
+
+  await fixture(t, "iova_ranges", async (f) => {
+    f.ictx.ioas(f.ioas).iopt.reserveIova(16 * PAGE, 32 * PAGE - 1, "test");
+    const r = f.ictx.ioasIovaRanges(f.ioas);
+    strictEqual(r.ranges[0]!.start, 0);
+    strictEqual(r.ranges[0]!.last, 16 * PAGE - 1);
+    strictEqual(r.ranges[1]!.start, 32 * PAGE);
+    strictEqual(r.alignment, PAGE);
+  });
+
+  await fixture(t, "ioas_destroy", async (f) => {
+    // The IOAS has a domain (an auto HWPT) attached: it is busy.
+    await rejects(f.ictx.destroy(f.ioas), errno("EBUSY"));
+    await rejects(f.ictx.destroy(9999), errno("ENOENT"));
+  });
+
+  await fixture(t, "ioas_area_auto_destroy", async (f) => {
+    // Areas go with the IOAS.
+    const ioas2 = f.ictx.ioasAlloc();
+    await f.ictx.ioasMap({
+      ioasId: ioas2,
+      flags: RW,
+      mm: f.mm,
+      userVa: f.buffer,
+      length: 8 * PAGE,
+    });
+    await f.ictx.destroy(ioas2);
+    await rejects(f.ictx.ioasUnmap(ioas2, 0, U64_MAX), errno("ENOENT"));
+  }, { domain: false });
+});
+
+Deno.test("IOMMU_IOAS_MAP argument checks (iommufd_ioas_map)", async (t) => {
+  await fixture(t, "flags, overflow, prot", async (f) => {
+    await rejects(
+      f.ictx.ioasMap({
+        ioasId: f.ioas,
+        flags: 1 << 5 | RW,
+        mm: f.mm,
+        userVa: f.buffer,
+        length: PAGE,
+      }),
+      errno("EOPNOTSUPP"),
+    );
+    await rejects(
+      f.ictx.ioasMap({ ioasId: f.ioas, flags: 0, mm: f.mm, userVa: f.buffer, length: PAGE }),
+      errno("EINVAL"),
+    );
+    await rejects(
+      f.ictx.ioasMap({ ioasId: f.ioas, flags: RW, mm: f.mm, userVa: f.buffer, length: 2 ** 60 }),
+      errno("EOVERFLOW"),
+    );
+    await rejects(
+      f.ictx.ioasMap({
+        ioasId: f.ioas,
+        flags: RW | IOMMU_IOAS_MAP_FIXED_IOVA,
+        mm: f.mm,
+        userVa: f.buffer,
+        length: PAGE,
+        iova: 123,
+      }),
+      errno("EINVAL"),
+    );
+  });
+});
+
+Deno.test("mock_domain basic: pinned pages, accounting, device DMA", async (t) => {
+  await fixture(t, "pins while a domain maps, charged to RLIMIT_MEMLOCK", async (f) => {
+    const user = f.ictx.user;
+    const iova = await f.ictx.ioasMap({
+      ioasId: f.ioas,
+      flags: RW,
+      mm: f.mm,
+      userVa: f.buffer,
+      length: 8 * PAGE,
+    });
+    strictEqual(user.lockedVm, 8);
+    await f.mm.write(f.buffer + 10, new Uint8Array([1, 2, 3]));
+    deepStrictEqual([...deviceDmaRead(f.nic, iova + 10, 3)], [1, 2, 3]);
+    deviceDmaWrite(f.nic, iova + 100, new Uint8Array([9]));
+    strictEqual((await f.mm.read(f.buffer + 100, 1))[0], 9);
+    await f.ictx.ioasUnmap(f.ioas, iova, 8 * PAGE);
+    strictEqual(user.lockedVm, 0);
+    throws(() => deviceDmaRead(f.nic, iova, 1), (e) => e instanceof IommuFaultError);
+  });
+  await fixture(t, "over RLIMIT_MEMLOCK is -ENOMEM and leaves nothing mapped", async (f) => {
+    await rejects(
+      f.ictx.ioasMap({ ioasId: f.ioas, flags: RW, mm: f.mm, userVa: f.buffer, length: 8 * PAGE }),
+      errno("ENOMEM"),
+    );
+    strictEqual(f.ictx.ioas(f.ioas).iopt.areas.length, 0);
+    strictEqual(f.ictx.user.lockedVm, 0);
+  }, { user: new IommufdUser(4 * PAGE) });
+  await fixture(t, "no domain: no pins until a device attaches", async (f) => {
+    await f.ictx.ioasMap({
+      ioasId: f.ioas,
+      flags: RW,
+      mm: f.mm,
+      userVa: f.buffer,
+      length: 8 * PAGE,
+    });
+    strictEqual(f.ictx.user.lockedVm, 0);
+    await f.ictx.attach(f.ictx.bindDevice(f.nic), f.ioas);
+    strictEqual(f.ictx.user.lockedVm, 8);
+  }, { domain: false });
+});
+
+Deno.test("IOMMU_IOAS_MAP_FILE with a hugetlb memfd uses 2 MiB IOPTEs", async (t) => {
+  await fixture(t, "memfd", async (f) => {
+    const fd = memfdCreate(f.world, "guest-ram", MFD_HUGETLB);
+    const file = filesOf(f.world).fget(fd);
+    memfdFile(file).ftruncate(4 << 20);
+    const iova = await f.ictx.ioasMapSource(f.ioas, RW, memfdSource(file, true), 0, 4 << 20);
+    strictEqual(iova % (2 << 20), 0);
+    const hwpt = f.ictx.ioas(f.ioas).hwpts[0]!;
+    strictEqual(hwpt.domain.stats.mappedBytes, 4 << 20);
+    memfdFile(file).pwrite(new Uint8Array([0x5a]), (2 << 20) + 7);
+    strictEqual(deviceDmaRead(f.nic, iova + (2 << 20) + 7, 1)[0], 0x5a);
+    strictEqual(f.ictx.user.lockedVm, 1024);
+    // A file that is neither a memfd nor a dma-buf is -EINVAL.
+    throws(
+      () => memfdSource(anonInodeGetfile(f.world, "other", {}, null, O_RDWR), true),
+      errno("EINVAL"),
+    );
+  });
+});
