@@ -237,6 +237,27 @@ Deno.test("dma_fence signalling", async (t) => {
     },
   );
 
+  await t.step("sleeping inside a fence callback is reported (callbacks are atomic)", async () => {
+    const { Mutex } = await import("@dmalab/kernel");
+    const w = new Kernel({ strict: false });
+    const m = new Mutex(w, "driver_mutex");
+    await w.runTask("t", async () => {
+      const f = fence(w);
+      let atomic = false;
+      f.addCallback(new DmaFenceCb(), () => {
+        atomic = w.sched.current!.atomic;
+        void m.lock().then(() => m.unlock(), () => {});
+      });
+      f.signal();
+      ok(atomic, "the callback ran with the fence lock held");
+      await w.sched.msleep(1);
+    });
+    ok(
+      w.bugs.some((b) => b.kind === "might_sleep"),
+      "BUG: sleeping function called from invalid context",
+    );
+  });
+
   await t.step("stub and private stub", async () => {
     const w = new Kernel();
     await w.runTask("t", async () => {
