@@ -15,7 +15,8 @@
  * - an address outside every VMA is -EFAULT;
  * - a PCI P2PDMA page without FOLL_PCI_P2PDMA is -EREMOTEIO (`try_grab_folio`);
  * - a fault error maps to an errno (`vm_fault_to_errno`): OOM -ENOMEM,
- *   SIGBUS/SIGSEGV -EFAULT, HWPOISON -EHWPOISON;
+ *   SIGBUS/SIGSEGV -EFAULT, HWPOISON -EHWPOISON with FOLL_HWPOISON (else
+ *   -EFAULT);
  * - a failure after some pages succeeded returns those pages (the kernel's
  *   `i ? i : ret`); a failure on the first page throws.
  * - pinning the shared zero page takes no reference (`is_zero_folio`).
@@ -134,12 +135,12 @@ function checkVmaFlags(vma: Vma, flags: number): KernelError | null {
 }
 
 /** `vm_fault_to_errno`. */
-function faultErrno(ret: number, addr: number): KernelError {
+function faultErrno(ret: number, addr: number, flags: number): KernelError {
   const at = `0x${addr.toString(16)}`;
   if (ret & VM_FAULT_OOM) {
     return new KernelError("ENOMEM", `get_user_pages: out of memory at ${at}`);
   }
-  if (ret & (VM_FAULT_HWPOISON | VM_FAULT_HWPOISON_LARGE)) {
+  if ((ret & (VM_FAULT_HWPOISON | VM_FAULT_HWPOISON_LARGE)) && (flags & FOLL_HWPOISON)) {
     return new KernelError("EHWPOISON", `get_user_pages: poisoned page at ${at}`);
   }
   return new KernelError(
@@ -226,7 +227,7 @@ async function gupLocked(
         // Without FAULT_FLAG_ALLOW_RETRY a handler should not ask; faultin_page gives -EBUSY -> 0 pages.
         return pages;
       }
-      if (ret & VM_FAULT_ERROR) return fail(faultErrno(ret, addr));
+      if (ret & VM_FAULT_ERROR) return fail(faultErrno(ret, addr, flags));
     }
   }
   return pages;

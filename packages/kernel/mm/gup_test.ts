@@ -165,6 +165,29 @@ Deno.test("gup: error paths", async (t) => {
       });
     },
   );
+  await t.step(
+    "fault errors map through vm_fault_to_errno: OOM -ENOMEM, SIGBUS -EFAULT",
+    async () => {
+      const w = new Kernel();
+      const mm = new MmStruct(w);
+      let code = 0x1; // VM_FAULT_OOM
+      const f: VmFile = {
+        mapping: new AddressSpace(w),
+        mmap(vma) {
+          vma.vmOps = { fault: () => code };
+        },
+      };
+      await w.runTask("t", async () => {
+        const a = await mm.mmap({ length: PAGE, file: f });
+        await expectErrno(pinUserPagesFast(mm, a, 1), "ENOMEM");
+        code = 0x2; // VM_FAULT_SIGBUS
+        await expectErrno(pinUserPagesFast(mm, a, 1), "EFAULT");
+        code = 0x10; // VM_FAULT_HWPOISON without FOLL_HWPOISON
+        await expectErrno(pinUserPagesFast(mm, a, 1), "EFAULT");
+        strictEqual(mm.pgtable.entries, 0);
+      });
+    },
+  );
   await t.step("a PCI P2PDMA page needs FOLL_PCI_P2PDMA (-EREMOTEIO otherwise)", async () => {
     const w = new Kernel();
     const mm = new MmStruct(w);
