@@ -64,12 +64,18 @@ export class IovaDomain {
   };
   #lo: number[] = [];
   #hi: number[] = [];
+  /** `cached_node` / `cached32_node` as pfns: where the next top-down search starts. */
+  #cached = Number.MAX_SAFE_INTEGER;
+  #cached32 = Number.MAX_SAFE_INTEGER;
+  /** `dma_32bit_pfn`. */
+  readonly #dma32Pfn: number;
   readonly #rcaches: Rcache[] = [];
 
   /** `init_iova_domain(iovad, granule, start_pfn)`. */
   constructor(granule: number, startPfn: number) {
     this.granule = granule;
     this.startPfn = Math.max(1, startPfn);
+    this.#dma32Pfn = Math.floor(2 ** 32 / granule);
     for (let i = 0; i < IOVA_RANGE_CACHE_MAX_SIZE; i++) this.#rcaches.push(new Rcache());
   }
 
@@ -109,33 +115,46 @@ export class IovaDomain {
 
   /**
    * `alloc_iova()`: the highest free `size`-page range ending at or below
-   * `limitPfn`; returns its first pfn or 0 on failure.
+   * `limitPfn`; returns its first pfn or 0 on failure. The search starts
+   * below the cached node (the last allocation, or just above the last free
+   * that was above it) and retries from the limit when that fails, as
+   * `__alloc_and_insert_iova_range` does.
    */
   allocIova(size: number, limitPfn: number, sizeAligned: boolean): number {
     const align = sizeAligned ? 2 ** Math.ceil(Math.log2(size)) : 1;
-    let high = limitPfn + 1; // exclusive
-    let i = this.#upper(limitPfn) - 1;
+    const use32 = limitPfn < this.#dma32Pfn;
+    const cached = use32 ? this.#cached32 : this.#cached;
+    let pfn = this.#search(size, align, Math.min(limitPfn + 1, cached));
+    if (!pfn && cached <= limitPfn) pfn = this.#search(size, align, limitPfn + 1);
+    if (!pfn) return 0;
+    if (use32) this.#cached32 = pfn;
+    else this.#cached = pfn;
+    this.stats.treeAllocs++;
+    return pfn;
+  }
+
+  #search(size: number, align: number, top: number): number {
+    let high = top; // exclusive
+    let i = this.#upper(top - 1) - 1;
     for (;;) {
-      const low = i >= 0 ? this.#hi[i]! + 1 : this.startPfn;
       if (i >= 0 && this.#hi[i]! >= high) {
         high = Math.min(high, this.#lo[i]!);
         i--;
         continue;
       }
+      const low = i >= 0 ? this.#hi[i]! + 1 : this.startPfn;
       if (high >= size) {
         const pfn = Math.floor((high - size) / align) * align;
         if (pfn >= low && pfn >= this.startPfn) {
           this.#lo.splice(i + 1, 0, pfn);
           this.#hi.splice(i + 1, 0, pfn + size - 1);
-          this.stats.treeAllocs++;
           return pfn;
         }
       }
-      if (i < 0) break;
+      if (i < 0) return 0;
       high = this.#lo[i]!;
       i--;
     }
-    return 0;
   }
 
   /**
@@ -162,6 +181,11 @@ export class IovaDomain {
   freeIova(pfn: number): boolean {
     const i = this.#upper(pfn) - 1;
     if (i < 0 || this.#hi[i]! < pfn) return false;
+    // __cached_rbnode_delete_update: a free at or above the cached node moves it up
+    const lo = this.#lo[i]!;
+    const next = i + 1 < this.#lo.length ? this.#lo[i + 1]! : Number.MAX_SAFE_INTEGER;
+    if (lo >= this.#cached) this.#cached = next;
+    if (this.#hi[i]! < this.#dma32Pfn && lo >= this.#cached32) this.#cached32 = next;
     this.#lo.splice(i, 1);
     this.#hi.splice(i, 1);
     this.stats.treeFrees++;

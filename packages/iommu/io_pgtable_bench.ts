@@ -52,3 +52,25 @@ Deno.bench("iommu_map + iommu_unmap 128 GiB BAR, 2 MiB-aligned only (2 MiB leave
   domHuge.map(0x100_0020_0000, 0x200_0020_0000, 128 * SZ_1G, RW);
   domHuge.unmap(0x100_0020_0000, 128 * SZ_1G);
 });
+
+// Bytes of memory per mapped PTE: map 4 GiB at 4 KiB (1,048,576 leaves) in a
+// fresh world and compare table pages and the process's external + heap
+// growth against the leaf count. Printed once when the bench module loads.
+{
+  const w = new Kernel();
+  const d = new IommuDomain(w, "unmanaged", { pgsizeBitmap: 4096 });
+  const before = Deno.memoryUsage();
+  d.map(0x1_0000_0000, 0x10_0000_0000, 4 * SZ_1G, RW);
+  const after = Deno.memoryUsage();
+  const leaves = d.pgtable!.countLeaves();
+  const pages = d.pgtable!.tablePages();
+  const grown = after.external + after.heapUsed - before.external - before.heapUsed;
+  console.log(
+    `bytes per 4 KiB PTE: ${(pages * 4096 / leaves).toFixed(2)} (table pages), ` +
+      `${
+        (grown / leaves).toFixed(2)
+      } (measured external+heap growth); ${pages} table pages for ${leaves} leaves`,
+  );
+  d.unmap(0x1_0000_0000, 4 * SZ_1G);
+  d.free();
+}
