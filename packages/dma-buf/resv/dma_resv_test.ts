@@ -15,6 +15,7 @@ import {
   dmaResvUsageRw,
   kmallocSize,
   MMAP_LOCK_CLASS,
+  MMU_NOTIFIER_MAP,
   reservationWwClass,
   toDmaFenceArray,
 } from "../mod.ts";
@@ -568,17 +569,40 @@ Deno.test("dma_resv lockdep priming", async (t) => {
   });
 
   await t.step("taking mmap_lock under a reservation lock inverts the primed order", async () => {
+    const { MmapLock } = await import("@dmalab/kernel");
     const w = new Kernel({ strict: false });
     await w.runTask("fault", async () => {
       const resv = new DmaResv(w);
+      const mmap = new MmapLock(w, MMAP_LOCK_CLASS); // mm_struct's lock, same class
       await resv.lock(null);
-      const mmap = w.lockdep.newMap(MMAP_LOCK_CLASS);
-      mmap.acquireRead();
-      mmap.release();
+      await mmap.readLock();
+      mmap.readUnlock();
       resv.unlock();
     });
     ok(w.dmesg.includes("WARNING: possible circular locking dependency detected"));
     ok(w.dmesg.includes(MMAP_LOCK_CLASS));
+  });
+
+  await t.step("an mmu notifier may wait for fences but not take a reservation lock", async () => {
+    const w = new Kernel({ strict: false });
+    const resv = new DmaResv(w);
+    const f = fence(w);
+    f.signal();
+    const notifier = w.lockdep.map(MMU_NOTIFIER_MAP);
+    await w.runTask("invalidate-wait", async () => {
+      notifier.acquire();
+      strictEqual(await resv.waitTimeout(BOOKKEEP, false, 10), 10);
+      notifier.release();
+    });
+    strictEqual(w.bugs.length, 0, "waiting for fences in invalidate_range_start is allowed");
+    await w.runTask("invalidate-lock", async () => {
+      notifier.acquire();
+      await resv.lock(null);
+      resv.unlock();
+      notifier.release();
+    });
+    ok(w.dmesg.includes("WARNING: possible circular locking dependency detected"));
+    f.put();
   });
 
   await t.step("waiting for fences with the reservation lock held is allowed", async () => {

@@ -15,10 +15,11 @@
  * world's first reservation object is initialised, in a boot-like context:
  * locks the current task holds are set aside so they add no dependency.
  *
- * Class names are the kernel's: `&mm->mmap_lock`, `fs_reclaim`,
- * `&mapping->i_mmap_rwsem`, `mmu_notifier_invalidate_range_start`,
- * `dma_fence_map`, and the two reservation_ww_class keys. Code that models
- * those locks elsewhere uses the same names, so the dependencies meet.
+ * Class names are the ones @dmalab/kernel's mm uses for the same locks
+ * (`&mm->mmap_lock`, `&mapping->i_mmap_rwsem`,
+ * `__mmu_notifier_invalidate_range_start_map`), plus `fs_reclaim`,
+ * `dma_fence_map` and the two reservation_ww_class keys, so the
+ * dependencies meet the real locks.
  *
  * Locking rules: none held; runs synchronously.
  *
@@ -34,8 +35,11 @@ export const MMAP_LOCK_CLASS = "&mm->mmap_lock";
 export const FS_RECLAIM_MAP = "fs_reclaim";
 /** Lockdep class of `mapping->i_mmap_rwsem`. */
 export const I_MMAP_RWSEM_CLASS = "&mapping->i_mmap_rwsem";
-/** Lockdep map of `__mmu_notifier_invalidate_range_start_map`. */
-export const MMU_NOTIFIER_MAP = "mmu_notifier_invalidate_range_start";
+/**
+ * Lockdep map of `__mmu_notifier_invalidate_range_start_map` (the name
+ * @dmalab/kernel's mm gives it, so the dependencies meet).
+ */
+export const MMU_NOTIFIER_MAP = "__mmu_notifier_invalidate_range_start_map";
 
 /**
  * `dma_resv_lockdep()`: primes the order above in `world` (once; later calls
