@@ -22,7 +22,8 @@
  * the fault is retried with FAULT_FLAG_TRIED.
  *
  * Locking: `mmap`, `munmap`, `mremap`, teardown take mmap_lock for write;
- * faults and `access` take it for read; `handleMmFault` expects it held.
+ * `access` takes it for read only around a fault (the MMU walk and the data
+ * copy take no lock, as on hardware); `handleMmFault` expects it held.
  * Page-table changes happen under the PTE lock, which is never held across a
  * scheduling point. Zaps may sleep (notifiers run blockable).
  *
@@ -1059,68 +1060,67 @@ export class MmStruct {
    * been transferred, as with a partial `copy_to_user`.
    */
   async access(vaddr: number, buf: Uint8Array, write: boolean): Promise<void> {
-    if (buf.length === 0) return;
-    await this.mmapLock.readLock();
+    let done = 0;
     let retries = 0;
-    try {
-      let done = 0;
-      while (done < buf.length) {
-        const a = vaddr + done;
-        const vpn = Math.floor(a / PAGE);
-        const off = a - vpn * PAGE;
-        const pte = this.pgtable.lookup(vpn);
-        const usable = pte !== null && (write ? pte.writable : (pte.prot & PGPROT_READ) !== 0);
-        if (!usable) {
-          const vma = this.vmaLookup(a);
-          if (!vma) {
-            throw new KernelError(
-              "EFAULT",
-              `SIGSEGV: ${this.name}: no mapping at 0x${a.toString(16)} (SEGV_MAPERR)`,
-            );
-          }
-          const allowed = write
-            ? (vma.vmFlags & VM_WRITE)
-            : (vma.vmFlags & (VM_READ | VM_WRITE | VM_EXEC));
-          if (!allowed) {
-            throw new KernelError(
-              "EFAULT",
-              `SIGSEGV: ${this.name}: ${write ? "write to" : "read from"} 0x${
-                a.toString(16)
-              } not allowed by ${vma} (SEGV_ACCERR)`,
-            );
-          }
-          const flags = FAULT_FLAG_USER | FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_KILLABLE |
-            (write ? FAULT_FLAG_WRITE : 0) | (retries > 0 ? FAULT_FLAG_TRIED : 0);
-          const ret = await this.handleMmFault(vma, a, flags);
-          if (ret & VM_FAULT_RETRY) {
-            if (this.mmapLock.heldByCurrent()) this.mmapLock.readUnlock();
-            if (++retries > MAX_FAULT_RETRIES) {
-              this.world.bug(
-                "WARN",
-                `WARNING: ${this.name}: fault at 0x${a.toString(16)} retried ${retries} times`,
-              );
-            }
-            await this.mmapLock.readLock();
-            continue;
-          }
-          if (ret & VM_FAULT_ERROR) throw faultError(ret, this.name, a);
-          const again = this.pgtable.lookup(vpn);
-          if (!again && !(ret & VM_FAULT_NOPAGE)) {
-            throw new KernelError(
-              "EFAULT",
-              `SIGBUS: ${this.name}: fault at 0x${a.toString(16)} mapped nothing`,
-            );
-          }
-          continue;
-        }
+    let tried = false;
+    while (done < buf.length) {
+      const a = vaddr + done;
+      const vpn = Math.floor(a / PAGE);
+      const off = a - vpn * PAGE;
+      // The MMU walk: no lock, as the hardware does.
+      const pte = this.pgtable.lookup(vpn);
+      const usable = pte !== null && (write ? pte.writable : (pte.prot & PGPROT_READ) !== 0);
+      if (usable) {
         const n = Math.min(PAGE - off, buf.length - done);
-        const phys = pte!.pfn * PAGE + off;
+        const phys = pte.pfn * PAGE + off;
         if (write) this.world.mem.write(phys, buf.subarray(done, done + n));
         else this.world.mem.readInto(phys, buf.subarray(done, done + n));
         done += n;
+        retries = 0;
+        tried = false;
+        continue;
       }
-    } finally {
-      if (this.mmapLock.heldByCurrent()) this.mmapLock.readUnlock();
+      // do_user_addr_fault: mmap_lock for read around the fault only.
+      await this.mmapLock.readLock();
+      let ret = 0;
+      try {
+        const vma = this.vmaLookup(a);
+        if (!vma) {
+          throw new KernelError(
+            "EFAULT",
+            `SIGSEGV: ${this.name}: no mapping at 0x${a.toString(16)} (SEGV_MAPERR)`,
+          );
+        }
+        const allowed = write
+          ? (vma.vmFlags & VM_WRITE)
+          : (vma.vmFlags & (VM_READ | VM_WRITE | VM_EXEC));
+        if (!allowed) {
+          throw new KernelError(
+            "EFAULT",
+            `SIGSEGV: ${this.name}: ${write ? "write to" : "read from"} 0x${
+              a.toString(16)
+            } not allowed by ${vma} (SEGV_ACCERR)`,
+          );
+        }
+        const flags = FAULT_FLAG_USER | FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_KILLABLE |
+          (write ? FAULT_FLAG_WRITE : 0) | (tried ? FAULT_FLAG_TRIED : 0);
+        ret = await this.handleMmFault(vma, a, flags);
+        tried = (ret & VM_FAULT_RETRY) !== 0;
+      } finally {
+        // On VM_FAULT_RETRY the handler already dropped it (or the model does so for it).
+        if (this.mmapLock.heldByCurrent()) this.mmapLock.readUnlock();
+      }
+      if (ret & VM_FAULT_ERROR) throw faultError(ret, this.name, a);
+      if (++retries > MAX_FAULT_RETRIES) {
+        this.world.bug(
+          "WARN",
+          `WARNING: ${this.name}: fault at 0x${a.toString(16)} retried ${retries} times`,
+        );
+        throw new KernelError(
+          "EFAULT",
+          `${this.name}: fault at 0x${a.toString(16)} makes no progress`,
+        );
+      }
     }
   }
 
