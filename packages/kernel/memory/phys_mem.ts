@@ -20,7 +20,8 @@
  * `struct page` exists only for RAM and ZONE_DEVICE pfns
  * ({@linkcode PhysMem.pfnValid}); pages are created lazily. The page
  * allocator is a buddy allocator per (node, zone) with the kernel's node and
- * zone fallback order.
+ * zone fallback order, and emits the `kmem` tracepoints `mm_page_alloc` /
+ * `mm_page_free` while tracing is on.
  *
  * Addresses are `bigint | number` at the API (numbers must be exact, below
  * 2^52, the x86-64 MAX_PHYSMEM_BITS); internally addresses, pfns and offsets
@@ -481,6 +482,9 @@ export class PhysMem {
       return;
     }
     this.#allocated.delete(page.pfn);
+    if (this.world.trace.enabled) {
+      this.world.trace.event("mm_page_free", { pfn: `0x${page.pfn.toString(16)}`, order: a.order });
+    }
     page.flags &= ~PG.head;
     page.mapping = null;
     page.index = 0;
@@ -524,6 +528,14 @@ export class PhysMem {
         page.flags = comp && order > 0 ? PG.head : 0;
         if (gfp.zero) {
           for (let i = 0; i < 1 << order; i++) this.#ramStore.discard(pfn + i);
+        }
+        if (this.world.trace.enabled) {
+          this.world.trace.event("mm_page_alloc", {
+            pfn: `0x${pfn.toString(16)}`,
+            order,
+            nid,
+            zone: ZONE_ORDER[z]!,
+          });
         }
         return page;
       }

@@ -137,6 +137,15 @@ Deno.test("physical memory: page allocator", async (t) => {
     w.mem.freePages(p, 2);
     strictEqual(w.mem.freeRamPages, before + 4);
   });
+  await t.step("mm_page_alloc / mm_page_free tracepoints", () => {
+    const w = new Kernel();
+    w.trace.enable();
+    const p = w.mem.allocPages(1)!;
+    w.mem.freePages(p, 1);
+    const text = w.trace.ftrace();
+    ok(text.includes(`mm_page_alloc: pfn=0x${p.pfn.toString(16)} order=1 nid=0`), text);
+    ok(text.includes(`mm_page_free: pfn=0x${p.pfn.toString(16)} order=1`), text);
+  });
   await t.step("GFP_DMA32 and __GFP_THISNODE restrict the zonelist", () => {
     const w = new Kernel({ memory: { nodes: [4n * GiB, 4n * GiB] } });
     const p = w.mem.allocPages(0, { nid: 1, zone: "DMA32" })!;
