@@ -148,7 +148,7 @@ export interface HostBridgeSpec {
   bus?: number;
   /** NUMA node (default 0). */
   numaNode?: number;
-  /** Memory windows (default: a 32 MiB window in the 32-bit PCI hole and a 1 TiB 64-bit prefetchable one). */
+  /** Memory windows (default: a 64 MiB window in the 32-bit PCI hole and a 1 TiB 64-bit prefetchable one). */
   windows?: { cpuStart: NumLike; size: NumLike; busOffset?: NumLike; prefetch?: boolean }[];
   /** Functions on the root bus. */
   devices: FnSpec[];
@@ -202,21 +202,22 @@ export function parseNum(v: NumLike, what: string): number {
 }
 
 function defaultWindows(index: number): PciWindow[] {
-  // 32-bit windows sit in the PCI hole below 4 GiB (e820 leaves 3 GiB-4 GiB to PCI).
-  return [
-    {
-      cpuStart: 0xc000_0000n + BigInt(index % 31) * 0x0200_0000n,
-      size: 0x0200_0000n,
-      busOffset: 0n,
-      prefetch: false,
-    },
-    {
-      cpuStart: (1n << 44n) + BigInt(index) * (1n << 40n),
-      size: 1n << 40n,
-      busOffset: 0n,
-      prefetch: true,
-    },
-  ];
+  // 32-bit windows of 64 MiB sit in the PCI hole below 4 GiB (e820 leaves
+  // 3-4 GiB to PCI); past the 15th host bridge the hole is used up and only
+  // the 64-bit window remains, as on large machines.
+  const w64: PciWindow = {
+    cpuStart: (1n << 44n) + BigInt(index) * (1n << 40n),
+    size: 1n << 40n,
+    busOffset: 0n,
+    prefetch: true,
+  };
+  if (index >= 15) return [w64];
+  return [{
+    cpuStart: 0xc000_0000n + BigInt(index) * 0x0400_0000n,
+    size: 0x0400_0000n,
+    busOffset: 0n,
+    prefetch: false,
+  }, w64];
 }
 
 interface Pending {

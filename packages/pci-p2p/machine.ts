@@ -103,9 +103,59 @@ export class PciFabric {
   }
 }
 
-/** The world's PCI fabric (created empty on first use). */
+/** The world's PCI fabric (created empty on first use, with its invariant checker). */
 export function pciFabric(world: Kernel): PciFabric {
-  return world.ext("pci-p2p", () => new PciFabric(world));
+  return world.ext("pci-p2p", () => {
+    const f = new PciFabric(world);
+    world.addChecker("pci-p2p", () => checkFabric(f));
+    return f;
+  });
+}
+
+/**
+ * Invariants: bus numbers nest (secondary <= subordinate inside the parent's
+ * range), BARs are naturally aligned and do not overlap, p2pmem pools never
+ * hand out more than they hold, cached map types are real enum values.
+ */
+export function checkFabric(f: PciFabric): string[] {
+  const out: string[] = [];
+  const bars: { s: bigint; e: bigint; what: string }[] = [];
+  for (const d of f.devices) {
+    const sub = d.subordinate;
+    if (sub) {
+      const parent = d.pciBus;
+      if (
+        sub.number <= parent.number || sub.subordinate > parent.subordinate ||
+        sub.subordinate < sub.number
+      ) {
+        out.push(
+          `${d.name}: bus range [${sub.number}-${sub.subordinate}] does not nest in bus ${parent.number}-${parent.subordinate}`,
+        );
+      }
+    }
+    for (const b of d.bars) {
+      if (!b || b.start === null) continue;
+      if ((b.start & (b.size - 1n)) !== 0n) {
+        out.push(`${d.name} BAR ${b.index}: not aligned to its size`);
+      }
+      bars.push({ s: b.start, e: b.start + b.size, what: `${d.name} BAR ${b.index}` });
+    }
+    const p = d.p2pdma;
+    if (p) {
+      if (p.allocRefs < 0) out.push(`${d.name}: p2pmem freed more than allocated`);
+      if (p.pool && p.pool.avail() > p.pool.size()) {
+        out.push(`${d.name}: p2pmem pool available > size`);
+      }
+      for (const [k, v] of p.mapTypes) {
+        if (v < 1 || v > 4) out.push(`${d.name}: map_types[${k}] = ${v}`);
+      }
+    }
+  }
+  bars.sort((a, b) => (a.s < b.s ? -1 : a.s > b.s ? 1 : 0));
+  for (let i = 1; i < bars.length; i++) {
+    if (bars[i]!.s < bars[i - 1]!.e) out.push(`${bars[i]!.what} overlaps ${bars[i - 1]!.what}`);
+  }
+  return out;
 }
 
 /** Sets the CPU the world runs on. */

@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { type Device, type DevPagemap, KernelError } from "@dmalab/kernel";
+import { type Device, type DevPagemap, type Kernel, KernelError } from "@dmalab/kernel";
 import {
   PAGE_SHIFT,
   PCI_ACS_CR,
@@ -551,4 +551,64 @@ export async function pciP2pdmaRelease(pdev: PciDev): Promise<void> {
   }
   for (const r of p.ranges) await pdev.world.mem.memunmapPages(r.pgmap);
   pdev.p2pdma = null;
+}
+
+/** Result of {@linkcode pciP2pdmaEnableStore}. */
+export interface P2pdmaEnable {
+  /** Use P2P memory. */
+  readonly use: boolean;
+  /** The chosen provider, or null for "any" / off. */
+  readonly dev: PciDev | null;
+}
+
+function kstrtobool(s: string): boolean | null {
+  const c0 = s[0];
+  if (c0 === "y" || c0 === "Y" || c0 === "1") return true;
+  if (c0 === "n" || c0 === "N" || c0 === "0") return false;
+  if (c0 === "o" || c0 === "O") {
+    const c1 = s[1];
+    if (c1 === "n" || c1 === "N") return true;
+    if (c1 === "f" || c1 === "F") return false;
+  }
+  return null;
+}
+
+/**
+ * `pci_p2pdma_enable_store(page, &dev, &use)`: a configfs/sysfs knob (nvmet
+ * `p2pmem`). A PCI device name selects that provider (-ENODEV when it has
+ * no published p2pmem); otherwise a boolean, where "0"/"1" must be exactly
+ * one character so "0000:01:00.1" of a missing device is not read as 0.
+ */
+export function pciP2pdmaEnableStore(world: Kernel, page: string): P2pdmaEnable {
+  const name = page.endsWith("\n") ? page.slice(0, -1) : page;
+  const dev = pciFabric(world).get(name);
+  if (dev && dev.name === name) {
+    if (!pciHasP2pmem(dev)) {
+      world.dmesg.printk("err", `pci ${dev.name}: PCI device has no peer-to-peer memory: ${page}`);
+      throw new KernelError(
+        "ENODEV",
+        `pci_p2pdma_enable_store: ${dev.name} has no peer-to-peer memory`,
+      );
+    }
+    return { use: true, dev };
+  }
+  const c1 = page.charCodeAt(1);
+  const oneChar = (page[0] === "0" || page[0] === "1") &&
+    !(c1 < 0x20 || c1 === 0x7f || Number.isNaN(c1));
+  if (!oneChar) {
+    const b = kstrtobool(page);
+    if (b !== null) return { use: b, dev: null };
+  }
+  world.dmesg.printk("err", `pci-p2pdma: No such PCI device: ${page.split("\n")[0]}`);
+  throw new KernelError(
+    "ENODEV",
+    `pci_p2pdma_enable_store: no such PCI device ${JSON.stringify(name)}`,
+  );
+}
+
+/** `pci_p2pdma_enable_show`: "0", "1" or the provider's name, with a newline. */
+export function pciP2pdmaEnableShow(e: P2pdmaEnable): string {
+  if (!e.use) return "0\n";
+  if (!e.dev) return "1\n";
+  return `${e.dev.name}\n`;
 }

@@ -78,7 +78,7 @@ const VENDOR_BY_NAME: readonly [RegExp, number][] = [
  * @example
  * ```ts
  * import { parseLspciTree } from "@dmalab/pci-p2p";
- * const hosts = parseLspciTree("-[0000:00]-+-00.0  Host\n             \\-01.0-[01]----00.0  NIC\n");
+ * const hosts = parseLspciTree("-[0000:00]-+-00.0  Host\n           \\-01.0-[01]----00.0  NIC\n");
  * hosts[0]!.children[1]!.children[0]!.label; // "NIC"
  * ```
  */
