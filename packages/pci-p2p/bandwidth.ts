@@ -154,6 +154,7 @@ export class BandwidthModel {
   /** Parameters. */
   readonly params: BandwidthParams;
   readonly #res = new Map<string, BwResource>();
+  readonly #linkRes = new Map<PciDev, [BwResource | null, BwResource | null]>();
 
   /** A model over `fabric` with `params` (defaults: {@linkcode DEFAULT_BANDWIDTH_PARAMS}). */
   constructor(fabric: PciFabric, params: Partial<BandwidthParams> = {}) {
@@ -172,6 +173,15 @@ export class BandwidthModel {
 
   /** The directional link between `d` and the port above it (null when none: root bus, switch-internal). */
   linkResource(d: PciDev, dir: "up" | "down"): BwResource | null {
+    let pair = this.#linkRes.get(d);
+    if (!pair) {
+      pair = [this.#makeLink(d, "up"), this.#makeLink(d, "down")];
+      this.#linkRes.set(d, pair);
+    }
+    return dir === "up" ? pair[0] : pair[1];
+  }
+
+  #makeLink(d: PciDev, dir: "up" | "down"): BwResource | null {
     if (d.pciBus.isRoot || d.type === "switch_downstream" || d.isVirtfn) {
       return d.isVirtfn && d.physfn ? this.linkResource(d.physfn, dir) : null;
     }
@@ -251,13 +261,33 @@ export class BandwidthModel {
    * over every directional resource. `demand` caps a flow (default none).
    */
   share(flows: readonly { src: PciDev; dst: PciDev; demand?: number }[]): number[] {
-    const routes = flows.map((f) => this.route(f.src, f.dst));
-    return maxMinFair(
-      routes.map((r, i) => ({
-        hops: r.hops.map((h) => ({ id: h.res.id, weight: h.weight })),
-        demand: flows[i]!.demand ?? Infinity,
-      })),
-      (id) => this.#res.get(id)!.capacity,
+    const idx = new Map<BwResource, number>();
+    const caps: number[] = [];
+    const flowRes: Int32Array[] = [];
+    const flowW: Float64Array[] = [];
+    for (const f of flows) {
+      const hops = this.route(f.src, f.dst).hops;
+      const r = new Int32Array(hops.length);
+      const w = new Float64Array(hops.length);
+      for (let k = 0; k < hops.length; k++) {
+        const h = hops[k]!;
+        let i = idx.get(h.res);
+        if (i === undefined) {
+          i = caps.length;
+          idx.set(h.res, i);
+          caps.push(h.res.capacity);
+        }
+        r[k] = i;
+        w[k] = h.weight;
+      }
+      flowRes.push(r);
+      flowW.push(w);
+    }
+    return progressiveFill(
+      flowRes,
+      flowW,
+      Float64Array.from(caps),
+      flows.map((f) => f.demand ?? Infinity),
     );
   }
 
@@ -291,6 +321,7 @@ export interface FairFlow {
  */
 export function maxMinFair(flows: readonly FairFlow[], capacity: (id: string) => number): number[] {
   const ids = new Map<string, number>();
+  const caps: number[] = [];
   const flowRes: Int32Array[] = [];
   const flowW: Float64Array[] = [];
   for (const f of flows) {
@@ -299,8 +330,9 @@ export function maxMinFair(flows: readonly FairFlow[], capacity: (id: string) =>
     f.hops.forEach((h, k) => {
       let i = ids.get(h.id);
       if (i === undefined) {
-        i = ids.size;
+        i = caps.length;
         ids.set(h.id, i);
+        caps.push(capacity(h.id));
       }
       r[k] = i;
       w[k] = h.weight;
@@ -308,15 +340,23 @@ export function maxMinFair(flows: readonly FairFlow[], capacity: (id: string) =>
     flowRes.push(r);
     flowW.push(w);
   }
-  const cap = new Float64Array(ids.size);
-  for (const [id, i] of ids) cap[i] = capacity(id);
-  const rate = new Float64Array(flows.length);
-  const frozen = new Uint8Array(flows.length);
-  const load = new Float64Array(ids.size);
-  let active = flows.length;
-  for (let i = 0; i < flows.length; i++) {
-    if (flowRes[i]!.length === 0 && flows[i]!.demand === Infinity) {
-      // no constrained resource: unlimited (same function, or switch-internal)
+  return progressiveFill(flowRes, flowW, Float64Array.from(caps), flows.map((f) => f.demand));
+}
+
+function progressiveFill(
+  flowRes: readonly Int32Array[],
+  flowW: readonly Float64Array[],
+  cap: Float64Array,
+  demand: readonly number[],
+): number[] {
+  const n = flowRes.length;
+  const rate = new Float64Array(n);
+  const frozen = new Uint8Array(n);
+  const load = new Float64Array(cap.length);
+  let active = n;
+  for (let i = 0; i < n; i++) {
+    if (flowRes[i]!.length === 0 && demand[i] === Infinity) {
+      // no constrained resource (same function, or switch-internal): unlimited
       rate[i] = Infinity;
       frozen[i] = 1;
       active--;
@@ -324,7 +364,7 @@ export function maxMinFair(flows: readonly FairFlow[], capacity: (id: string) =>
   }
   while (active > 0) {
     load.fill(0);
-    for (let i = 0; i < flows.length; i++) {
+    for (let i = 0; i < n; i++) {
       if (frozen[i]) continue;
       const r = flowRes[i]!;
       const w = flowW[i]!;
@@ -334,15 +374,13 @@ export function maxMinFair(flows: readonly FairFlow[], capacity: (id: string) =>
     for (let j = 0; j < cap.length; j++) {
       if (load[j]! > 0) delta = Math.min(delta, cap[j]! / load[j]!);
     }
-    for (let i = 0; i < flows.length; i++) {
-      if (!frozen[i]) delta = Math.min(delta, flows[i]!.demand - rate[i]!);
-    }
+    for (let i = 0; i < n; i++) if (!frozen[i]) delta = Math.min(delta, demand[i]! - rate[i]!);
     if (!(delta < Infinity)) break;
     for (let j = 0; j < cap.length; j++) cap[j] -= delta * load[j]!;
-    for (let i = 0; i < flows.length; i++) {
+    for (let i = 0; i < n; i++) {
       if (frozen[i]) continue;
       rate[i] += delta;
-      let stop = rate[i]! >= flows[i]!.demand - 1e-12;
+      let stop = rate[i]! >= demand[i]! - 1e-12;
       const r = flowRes[i]!;
       for (let k = 0; k < r.length && !stop; k++) if (cap[r[k]!]! <= 1e-9) stop = true;
       if (stop) {

@@ -227,20 +227,38 @@ export function pciHostBridgeDev(host: PciHostBridge): PciDev | null {
   return null;
 }
 
+const whitelistMemo = new WeakMap<
+  PciHostBridge,
+  { root: PciDev | null; entry: P2pdmaWhitelistEntry | null }
+>();
+
+/** The host's first device and its whitelist entry (the hierarchy is fixed after enumeration). */
+function whitelistLookup(
+  host: PciHostBridge,
+): { root: PciDev | null; entry: P2pdmaWhitelistEntry | null } {
+  let m = whitelistMemo.get(host);
+  if (!m) {
+    const root = pciHostBridgeDev(host);
+    const entry = root === null
+      ? null
+      : PCI_P2PDMA_WHITELIST.find((e) =>
+        root.vendor === e.vendor && (e.device === -1 || root.deviceId === e.device)
+      ) ?? null;
+    m = { root, entry };
+    if (root?.registered) whitelistMemo.set(host, m);
+  }
+  return m;
+}
+
 /** `__host_bridge_whitelist(host, same_host_bridge, warn)`. */
 export function hostBridgeWhitelistOne(
   host: PciHostBridge,
   sameHostBridge: boolean,
   warn: boolean,
 ): boolean {
-  const root = pciHostBridgeDev(host);
+  const { root, entry } = whitelistLookup(host);
   if (!root) return false;
-  for (const e of PCI_P2PDMA_WHITELIST) {
-    if (root.vendor !== e.vendor) continue;
-    if (e.device !== -1 && root.deviceId !== e.device) continue;
-    if (e.reqSameHostBridge && !sameHostBridge) return false;
-    return true;
-  }
+  if (entry) return !(entry.reqSameHostBridge && !sameHostBridge);
   if (warn) {
     pciWarn(
       root,
