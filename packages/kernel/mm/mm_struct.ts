@@ -270,6 +270,11 @@ export class MmStruct {
     this.#count--;
   }
 
+  /** True once `mm->notifier_subscriptions` exists (`mm_has_notifiers`). */
+  get hasNotifiers(): boolean {
+    return this.#subs !== null;
+  }
+
   /** @internal The notifier state, created on first use. */
   notifierSubscriptions(): MmuNotifierSubscriptions {
     this.#subs ??= new MmuNotifierSubscriptions(this.world);

@@ -438,25 +438,57 @@ export class MmuIntervalNotifier {
 
   /**
    * `mmu_interval_notifier_insert`: -EINVAL for an empty or overflowing
-   * range. During an invalidation the insert is deferred to its end and the
+   * range. The first notifier of an mm allocates its subscriptions under
+   * mmap_lock for write (`mmu_notifier_register(NULL, mm)`), so this may
+   * sleep. During an invalidation the insert is deferred to its end and the
    * new subscription starts "invalidating" (its first `readBegin` waits).
    */
-  static insert(
+  static async insert(
     mm: MmStruct,
     start: number,
     length: number,
     ops: MmuIntervalNotifierOps,
   ): Promise<MmuIntervalNotifier> {
+    MmuIntervalNotifier.#checkRange(start, length);
+    if (!mm.hasNotifiers) {
+      await mm.mmapLock.writeLock();
+      try {
+        mm.notifierSubscriptions();
+      } finally {
+        mm.mmapLock.writeUnlock();
+      }
+    }
+    return MmuIntervalNotifier.#insert(mm, start, length, ops);
+  }
+
+  /** `mmu_interval_notifier_insert_locked`: the caller holds mmap_lock for write. */
+  static insertLocked(
+    mm: MmStruct,
+    start: number,
+    length: number,
+    ops: MmuIntervalNotifierOps,
+  ): MmuIntervalNotifier {
+    mm.mmapLock.assertWriteLocked("mmu_interval_notifier_insert_locked");
+    MmuIntervalNotifier.#checkRange(start, length);
+    return MmuIntervalNotifier.#insert(mm, start, length, ops);
+  }
+
+  static #checkRange(start: number, length: number): void {
     if (length <= 0 || start < 0 || start + length > Number.MAX_SAFE_INTEGER) {
-      return Promise.reject(
-        new KernelError(
-          "EINVAL",
-          `mmu_interval_notifier_insert: bad range 0x${start.toString(16)}+0x${
-            length.toString(16)
-          }`,
-        ),
+      throw new KernelError(
+        "EINVAL",
+        `mmu_interval_notifier_insert: bad range 0x${start.toString(16)}+0x${length.toString(16)}`,
       );
     }
+  }
+
+  /** `__mmu_interval_notifier_insert`. */
+  static #insert(
+    mm: MmStruct,
+    start: number,
+    length: number,
+    ops: MmuIntervalNotifierOps,
+  ): MmuIntervalNotifier {
     const sub = new MmuIntervalNotifier(mm, start, start + length, ops);
     const subs = mm.notifierSubscriptions();
     mm.grab();
@@ -477,7 +509,7 @@ export class MmuIntervalNotifier {
       sub.invalidateSeq = subs.invalidateSeq - 1;
       subs.insertTree(sub);
     }
-    return Promise.resolve(sub);
+    return sub;
   }
 
   /**

@@ -266,6 +266,24 @@ Deno.test("mmu_interval_notifier: sequence protocol (mm/mmu_notifier.c)", async 
     });
     deepStrictEqual(events, ["release:false", "unmap:true"]);
   });
+  await t.step("insert_locked needs mmap_lock for write", async () => {
+    const w = new Kernel();
+    const mm = new MmStruct(w);
+    await w.runTask("t", async () => {
+      let err: unknown;
+      try {
+        MmuIntervalNotifier.insertLocked(mm, 0x1000, PAGE, { invalidate: () => true });
+      } catch (e) {
+        err = e;
+      }
+      ok(err instanceof KernelBug && /mmap_assert_write_locked/.test(err.message));
+      await mm.mmapLock.writeLock();
+      const sub = MmuIntervalNotifier.insertLocked(mm, 0x1000, PAGE, { invalidate: () => true });
+      mm.mmapLock.writeUnlock();
+      strictEqual(sub.invalidateSeq, 1);
+      await sub.remove();
+    });
+  });
   await t.step("bad ranges are -EINVAL", async () => {
     const w = new Kernel();
     const mm = new MmStruct(w);
