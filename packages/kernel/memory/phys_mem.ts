@@ -344,6 +344,22 @@ export class PhysMem {
     return true;
   }
 
+  /**
+   * `region_intersects(start, size, IORESOURCE_SYSTEM_RAM, ...)`: whether
+   * [start, start+size) is all RAM (`intersects`), has no RAM (`disjoint`),
+   * or both (`mixed`).
+   */
+  regionIntersectsRam(start: PhysAddr, size: PhysAddr): "intersects" | "disjoint" | "mixed" {
+    const s = physToNumber(start);
+    const e = s + physToNumber(size);
+    let ram = 0;
+    for (const r of this.#regions) {
+      if (r.mmio || r.end <= s || r.start >= e) continue;
+      ram += Math.min(r.end, e) - Math.max(r.start, s);
+    }
+    return ram === 0 ? "disjoint" : ram === e - s ? "intersects" : "mixed";
+  }
+
   /** The MMIO region containing `phys`, or null. */
   mmioAt(phys: PhysAddr): MmioRegion | null {
     return this.#find(physToNumber(phys))?.mmio ?? null;
@@ -608,13 +624,13 @@ export class PhysMem {
       );
     }
     const end = start + size;
-    const ramHit = this.#regions.some((r) => !r.mmio && r.start < end && start < r.end);
-    if (ramHit) {
+    const isRam = this.regionIntersectsRam(start, size);
+    if (isRam !== "disjoint") {
       this.world.bug(
         "WARN",
-        `WARNING: memremap_pages attempted on ram region 0x${start.toString(16)}-0x${
-          (end - 1).toString(16)
-        }`,
+        `WARNING: memremap_pages attempted on ${isRam === "mixed" ? "mixed" : "ram"} region 0x${
+          start.toString(16)
+        }-0x${(end - 1).toString(16)}`,
       );
       throw new KernelError(
         "ENXIO",

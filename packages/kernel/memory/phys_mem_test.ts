@@ -58,6 +58,12 @@ Deno.test("physical memory: RAM bytes are sparse and real", async (t) => {
     w.mem.copy(0x30_0000n, 0x20_0000n, 16);
     strictEqual(w.mem.readU32(0x30_0000n), 0xdeadbeef);
   });
+  await t.step("region_intersects for System RAM", () => {
+    const w = new Kernel({ memory: { nodes: [GiB] } });
+    strictEqual(w.mem.regionIntersectsRam(0x1000n, 0x1000n), "intersects");
+    strictEqual(w.mem.regionIntersectsRam(0xa0000n, 0x1000n), "disjoint");
+    strictEqual(w.mem.regionIntersectsRam(0x9f000n, 0x2000n), "mixed");
+  });
   await t.step("unbacked addresses read all ones and drop writes (x86 master abort)", () => {
     const w = new Kernel({ memory: { nodes: [GiB] } });
     strictEqual(w.mem.readU32(0xfee0_0000n), 0xffffffff);
