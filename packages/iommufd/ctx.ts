@@ -290,7 +290,8 @@ export class IommufdCtx {
 
   /**
    * `IOMMU_IOAS_MAP_FILE` with an already resolved source (memfd or
-   * dma-buf, see `memfdSource` / dmabuf.ts): returns the IOVA.
+   * dma-buf, see `memfdSource` / dmabuf.ts): returns the IOVA. `mmio`
+   * maps with `IOMMU_MMIO`; `onPages` sees the new pages object.
    */
   async ioasMapSource(
     ioasId: number,
@@ -300,6 +301,7 @@ export class IommufdCtx {
     length: number,
     iova?: number,
     mmio = false,
+    onPages?: (pages: IoptPages) => void,
   ): Promise<number> {
     IommufdCtx.#checkMapFlags(flags, length, iova);
     const ioas = this.ioas(ioasId);
@@ -310,6 +312,7 @@ export class IommufdCtx {
       );
     }
     const pages = new IoptPages(this.world, source);
+    onPages?.(pages);
     return await ioas.iopt.mapPages(
       pages,
       start,

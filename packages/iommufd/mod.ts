@@ -33,3 +33,4 @@
 export * from "./io_pagetable.ts";
 export * from "./ctx.ts";
 export * from "./map_file.ts";
+export * from "./dmabuf.ts";

@@ -13,10 +13,11 @@
  *
  * @module
  */
-import { KernelError, type MmStruct } from "@dmalab/kernel";
+import type { MmStruct } from "@dmalab/kernel";
 import type { Kernel } from "@dmalab/kernel";
 import { KVM_MEM_VFIO_DMABUF } from "./constants.ts";
 import { HvaBacking, KvmMmuNotifier } from "./hva.ts";
+import { dmabufSlotResolver } from "./dmabuf_slot.ts";
 import { Kvm, type KvmVmType } from "./kvm.ts";
 import type { KvmUserspaceMemoryRegion2 } from "./memslot.ts";
 import type { SlotBacking } from "./backing.ts";
@@ -37,7 +38,7 @@ export interface CreateVmOptions {
   name?: string;
   /** SMM (two address spaces). */
   smm?: boolean;
-  /** Import path B resolver (see dmabuf_slot.ts). */
+  /** Import path B resolver (default {@linkcode dmabufSlotResolver}). */
   dmabufSlots?: DmabufSlotResolver;
 }
 
@@ -73,19 +74,13 @@ export interface CreatedVm {
  */
 export async function createVm(world: Kernel, options: CreateVmOptions): Promise<CreatedVm> {
   const mm = options.mm;
-  const dmabuf = options.dmabufSlots ?? null;
+  const dmabuf = options.dmabufSlots ?? dmabufSlotResolver;
   const kvm = new Kvm(world, {
     ...(options.name === undefined ? {} : { name: options.name }),
     type: options.type ?? "default",
     smm: options.smm ?? false,
     backings: (vm, mem) => {
       if (mem.flags & KVM_MEM_VFIO_DMABUF) {
-        if (!dmabuf) {
-          throw new KernelError(
-            "EINVAL",
-            `KVM_SET_USER_MEMORY_REGION2: ${vm.name} was created without dma-buf slot support (kvm_vfio_dmabuf_bind)`,
-          );
-        }
         return dmabuf(vm, mem);
       }
       return new HvaBacking(mm);

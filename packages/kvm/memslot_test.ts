@@ -116,7 +116,11 @@ Deno.test("private VM: VFIO_DMABUF and GUEST_MEMFD exclusive, no dirty logging, 
       kvm.setUserMemoryRegion2({ ...base, flags: KVM_MEM_VFIO_DMABUF | KVM_MEM_READONLY }),
       isInval,
     );
-    // Valid flags, but this VM was built without a dma-buf resolver.
-    await rejects(kvm.setUserMemoryRegion2({ ...base, flags: KVM_MEM_VFIO_DMABUF }), isInval);
+    // Valid flags, but guest_memfd does not name an open fd: dma_buf_get fails.
+    await rejects(
+      kvm.setUserMemoryRegion2({ ...base, flags: KVM_MEM_VFIO_DMABUF, guestMemfd: 77 }),
+      (e) => (e as { code?: string }).code === "EBADF",
+    );
+    strictEqual(kvm.memslots.length, 0);
   });
 });

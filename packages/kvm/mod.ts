@@ -29,4 +29,5 @@ export * from "./memslot.ts";
 export * from "./kvm.ts";
 export * from "./vcpu.ts";
 export * from "./hva.ts";
+export * from "./dmabuf_slot.ts";
 export * from "./create_vm.ts";

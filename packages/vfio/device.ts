@@ -61,7 +61,7 @@ import {
   vmfInsertPfn,
   vmfInsertPfnPmd,
 } from "@dmalab/kernel";
-import type { PciDev } from "@dmalab/pci-p2p";
+import { type PciDev, pcimP2pdmaInit } from "@dmalab/pci-p2p";
 import {
   EXP_CAP_OFFSET,
   PCI_BASE_ADDRESS_0,
@@ -346,6 +346,8 @@ export class VfioPciCoreDevice {
    */
   async open(): Promise<void> {
     if (this.opened) throw new KernelError("EBUSY", `vfio: ${this.pdev.name} is already open`);
+    // vfio_pci_core_enable: P2P providers for every BAR (v6.19).
+    if (!this.pdev.nonMappableBars) pcimP2pdmaInit(this.pdev);
     await this.memoryLock.downWrite();
     try {
       this.hwCommand |= PCI_COMMAND_MEMORY;

@@ -20,3 +20,4 @@
  */
 export * from "./constants.ts";
 export * from "./device.ts";
+export * from "./dma_buf.ts";

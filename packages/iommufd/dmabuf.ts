@@ -1,0 +1,219 @@
+/**
+ * DOC: IOMMU_IOAS_MAP_FILE for a dma-buf (v6.19 "iommufd: Add DMABUF support", revoke per v7.1)
+ *
+ * When the fd of `IOMMU_IOAS_MAP_FILE` is a dma-buf, iommufd
+ * (`iopt_map_dmabuf`):
+ *
+ * - attaches dynamically with its own dummy device and
+ *   `allow_peer2peer`, importer op `invalidate_mappings` (`move_notify`
+ *   before 7.1) = `iopt_revoke_notify`;
+ * - under the reservation lock asks the exporter through the private
+ *   interconnect `vfio_pci_dma_buf_iommufd_map`: only VFIO exporters
+ *   (-EOPNOTSUPP otherwise), exactly one physical range (-EOPNOTSUPP),
+ *   not revoked (-ENODEV); in v7.1 it also calls `dma_buf_pin()` (a
+ *   revocable pinned importer, which vfio now accepts);
+ * - maps the slice like any file slice, with `IOMMU_MMIO`, and charges no
+ *   locked memory;
+ * - on invalidation (reservation lock held, `pages->mutex` taken) unmaps
+ *   every area of the buffer from every domain and marks it revoked
+ *   (`phys.len = 0`). A revoked buffer is never mapped again: new domains
+ *   skip it, a new MAP_FILE fails with -ENODEV while the exporter is
+ *   revoked, and user space must unmap and map again after the reset.
+ *
+ * The attachment lives while any area uses the buffer; the last unmap
+ * unpins (7.1), detaches and drops the reference.
+ *
+ * Locking: map takes the reservation lock, then `pages->mutex` (the order
+ * the invalidation also uses); the invalidation is synchronous.
+ *
+ * @module
+ */
+import { Device, type Kernel, KernelError } from "@dmalab/kernel";
+import {
+  type DmaBuf,
+  type DmaBufAttachment,
+  dmaBufDynamicAttach,
+  dmaBufGet,
+  dmaBufVersion,
+  isDmaBufFile,
+  type PhysVec,
+} from "@dmalab/dma-buf";
+import { vfioPciDmaBufIommufdMap } from "@dmalab/vfio";
+import type { IommufdCtx } from "./ctx.ts";
+import type { IoptPages, IoptPagesSource } from "./io_pagetable.ts";
+
+/** The iommufd misc device dma-buf attachments are made for. */
+export function iommufdDummyDevice(world: Kernel): Device {
+  return world.ext(
+    "iommufd.device",
+    () => new Device(world, "iommufd", { dmaMask: (1n << 64n) - 1n }),
+  );
+}
+
+/** Source state of a dma-buf pages object (`pages->dmabuf`). */
+export class IoptDmabufSource implements IoptPagesSource {
+  /** "dmabuf". */
+  readonly type = "dmabuf" as const;
+  /** The buffer. */
+  readonly dmabuf: DmaBuf;
+  /** The attachment. */
+  attach: DmaBufAttachment | null = null;
+  /** `phys` (len 0 once revoked). */
+  phys: PhysVec = { paddr: 0n, len: 0 };
+  /** Pages objects using this source (one per map). */
+  readonly pages: Set<IoptPages> = new Set();
+  /** True once revoked. */
+  revoked = false;
+  /** Revocations received. */
+  revocations = 0;
+  /** Writable. */
+  readonly writable: boolean;
+  /** The ctx (for the io_pagetables of the pages). */
+  readonly ctx: IommufdCtx;
+  /** The IOAS the pages live in. */
+  readonly ioasId: number;
+  #pinned = false;
+
+  /** Built by {@linkcode iommufdIoasMapDmabuf}. */
+  constructor(ctx: IommufdCtx, ioasId: number, dmabuf: DmaBuf, writable: boolean) {
+    this.ctx = ctx;
+    this.ioasId = ioasId;
+    this.dmabuf = dmabuf;
+    this.writable = writable;
+  }
+
+  /** Bytes. */
+  get length(): number {
+    return this.dmabuf.size;
+  }
+
+  /** MMIO ranges are page aligned. */
+  get startOffset(): number {
+    return 0;
+  }
+
+  /** The slice's physical run: nothing is pinned or charged. */
+  pin(
+    off: number,
+    len: number,
+  ): Promise<{ runs: { phys: number; length: number }[]; charge: number; unpin: () => void }> {
+    if (this.revoked || this.phys.len === 0) {
+      return Promise.reject(new KernelError("ENODEV", `iommufd: ${this.dmabuf} is revoked`));
+    }
+    return Promise.resolve({
+      runs: [{ phys: Number(this.phys.paddr) + off, length: len }],
+      charge: 0,
+      unpin: () => {},
+    });
+  }
+
+  /** `iopt_revoke_notify`: the exporter holds the reservation lock. */
+  revokeNotify(): void {
+    this.revocations++;
+    const iopt = this.ctx.ioas(this.ioasId).iopt;
+    for (const pages of this.pages) {
+      if (!pages.mutex.trylock()) {
+        this.dmabuf.world.bug(
+          "WARN",
+          `WARNING: iopt_revoke_notify: pages->mutex of ${this.dmabuf} is held`,
+        );
+        continue;
+      }
+      try {
+        iopt.revokePagesLocked(pages);
+      } finally {
+        pages.mutex.unlock();
+      }
+    }
+    this.phys = { paddr: this.phys.paddr, len: 0 };
+    this.revoked = true;
+  }
+
+  /** Last area gone: unpin (7.1), detach, put. */
+  async release(): Promise<void> {
+    const a = this.attach;
+    if (a) {
+      if (this.#pinned) {
+        await this.dmabuf.resv.lock(null);
+        a.unpin();
+        this.dmabuf.resv.unlock();
+        this.#pinned = false;
+      }
+      await a.detach();
+      this.attach = null;
+    }
+    this.dmabuf.put();
+  }
+
+  /** Attach and fetch the range (`iopt_map_dmabuf`). */
+  async setup(): Promise<void> {
+    const world = this.dmabuf.world;
+    this.attach = await dmaBufDynamicAttach(
+      this.dmabuf,
+      iommufdDummyDevice(world),
+      dmaBufVersion(world) === "7.1"
+        ? { allowPeer2peer: true, invalidateMappings: () => this.revokeNotify() }
+        : { allowPeer2peer: true, moveNotify: () => this.revokeNotify() },
+      this,
+      { importerModule: "iommufd" },
+    );
+    await this.dmabuf.resv.lock(null);
+    try {
+      this.phys = vfioPciDmaBufIommufdMap(this.attach);
+      if (dmaBufVersion(world) === "7.1") {
+        await this.attach.pin();
+        this.#pinned = true;
+      }
+    } catch (e) {
+      this.dmabuf.resv.unlock();
+      await this.attach.detach();
+      this.attach = null;
+      throw e;
+    }
+    this.dmabuf.resv.unlock();
+  }
+}
+
+/**
+ * `IOMMU_IOAS_MAP_FILE` for a dma-buf fd (in the calling task's table).
+ * Returns the IOVA. Errors: -EBADF, -EINVAL for a file that is not a
+ * dma-buf (memfd goes through `memfdSource`), -EOPNOTSUPP for a non-VFIO
+ * or multi-range buffer, -ENODEV while the exporter is revoked, plus the
+ * IOAS map errors.
+ */
+export async function iommufdIoasMapDmabuf(
+  ctx: IommufdCtx,
+  ioasId: number,
+  flags: number,
+  fd: number,
+  start: number,
+  length: number,
+  iova?: number,
+): Promise<number> {
+  const dmabuf = dmaBufGet(ctx.world, fd);
+  if (!isDmaBufFile(dmabuf.file)) {
+    throw new KernelError("EINVAL", "IOMMU_IOAS_MAP_FILE: not a dma-buf");
+  }
+  const src = new IoptDmabufSource(ctx, ioasId, dmabuf, true);
+  try {
+    await src.setup();
+  } catch (e) {
+    dmabuf.put();
+    throw e;
+  }
+  try {
+    return await ctx.ioasMapSource(
+      ioasId,
+      flags,
+      src,
+      start,
+      length,
+      iova,
+      true,
+      (pages) => src.pages.add(pages),
+    );
+  } catch (e) {
+    await src.release();
+    throw e;
+  }
+}
