@@ -41,10 +41,15 @@ import {
   IommuIotlbGather,
 } from "@dmalab/iommu";
 import { devIsPci, P2pdmaMapState, pciFabric, PciP2pdmaMapType } from "@dmalab/pci-p2p";
-import { DMA_ATTR_MMIO, DMA_MAPPING_ERROR, type DmaDirection } from "./attrs.ts";
+import {
+  DMA_ATTR_MMIO,
+  DMA_ATTR_SKIP_CPU_SYNC,
+  DMA_MAPPING_ERROR,
+  type DmaDirection,
+} from "./attrs.ts";
 import { IovaDomain } from "./iova.ts";
 import { p2pdmaState } from "./p2p.ts";
-import { SG_DMA_BUS_ADDRESS, type SgTable } from "./sg.ts";
+import { SG_DMA_BUS_ADDRESS, SG_DMA_SWIOTLB, type SgTable } from "./sg.ts";
 import { dmaDev, dmaLimit } from "./state.ts";
 import { swiotlbMap, swiotlbUnmap } from "./direct.ts";
 import { swiotlbOf } from "./swiotlb.ts";
@@ -252,6 +257,10 @@ export function iommuDmaMapSg(
   const mask = dd.segBoundaryMask;
   const state = new P2pdmaMapState();
   const sgl = sgt.sgl;
+  // dev_use_sg_swiotlb: an untrusted device with any entry not filling whole granules
+  if (devIsUntrusted(dev) && sgl.some((s) => s.phys % c.granule || s.length % c.granule)) {
+    return iommuDmaMapSgSwiotlb(dev, domain, sgt, dir, attrs);
+  }
   // per entry: iova offset, iova length, mmio; -1 length for bus-address entries
   const ivaOff: number[] = [];
   const ivaLen: number[] = [];
@@ -359,8 +368,56 @@ export function iommuDmaMapSg(
   return count;
 }
 
-/** `iommu_dma_unmap_sg()`: the list is one IOVA range from the first to the last DMA segment. */
-export function iommuDmaUnmapSg(dev: Device, domain: IommuDomain, sgt: SgTable): void {
+/** `iommu_dma_map_sg_swiotlb()`: entry by entry through `iommu_dma_map_phys`, list marked. */
+function iommuDmaMapSgSwiotlb(
+  dev: Device,
+  domain: IommuDomain,
+  sgt: SgTable,
+  dir: DmaDirection,
+  attrs: number,
+): number {
+  const sgl = sgt.sgl;
+  for (let i = 0; i < sgl.length; i++) {
+    const s = sgl[i]!;
+    const a = iommuDmaMapPhys(dev, domain, s.phys, s.length, dir, attrs);
+    if (a === DMA_MAPPING_ERROR) {
+      for (let k = 0; k < i; k++) {
+        iommuDmaUnmapPhys(
+          dev,
+          domain,
+          sgl[k]!.dmaAddress,
+          sgl[k]!.dmaLength,
+          dir,
+          attrs | DMA_ATTR_SKIP_CPU_SYNC,
+        );
+      }
+      return -5; // -EIO
+    }
+    s.dmaAddress = a;
+    s.dmaLength = s.length;
+  }
+  sgl[0]!.dmaFlags |= SG_DMA_SWIOTLB;
+  return sgl.length;
+}
+
+/**
+ * `iommu_dma_unmap_sg()`: a bounced list is unmapped entry by entry; otherwise
+ * the list is one IOVA range from the first to the last DMA segment.
+ */
+export function iommuDmaUnmapSg(
+  dev: Device,
+  domain: IommuDomain,
+  sgt: SgTable,
+  dir: DmaDirection = "DMA_BIDIRECTIONAL",
+  attrs = 0,
+): void {
+  if (sgt.sgl[0] && sgt.sgl[0].dmaFlags & SG_DMA_SWIOTLB) {
+    sgt.sgl[0].dmaFlags &= ~SG_DMA_SWIOTLB;
+    for (const s of sgt.sgl.slice(0, sgt.nents)) {
+      iommuDmaUnmapPhys(dev, domain, s.dmaAddress, s.dmaLength, dir, attrs);
+    }
+    return;
+  }
   let start = -1;
   let end = 0;
   for (const s of sgt.sgl) {

@@ -311,7 +311,7 @@ export function dmaUnmapSgtable(dev: Device, sgt: SgTable, dir: DmaDirection, at
     if (!ok && i === 0) return;
   }
   const dom = dmaDev(dev).dmaDomain;
-  if (dom) iommuDmaUnmapSg(dev, dom, sgt);
+  if (dom) iommuDmaUnmapSg(dev, dom, sgt, dir, attrs);
   else directUnmapSg(dev, sgt, sgt.nents, dir, attrs);
   sgt.nents = 0;
 }

@@ -30,6 +30,7 @@ import {
   dmaUnmapPhys,
   dmaUnmapSgtable,
   SG_DMA_BUS_ADDRESS,
+  SG_DMA_SWIOTLB,
   SgTable,
   swiotlbOf,
 } from "./mod.ts";
@@ -231,6 +232,18 @@ Deno.test("dma-iommu: streaming maps translate, faults after unmap, merge bounda
     strictEqual(dec(deviceDmaRead(m.nvme, a, 6)), "secret");
     strictEqual(deviceDmaRead(m.nvme, a + 6n, 1)[0], 0, "the neighbour bytes are not exposed");
     dmaUnmapPhys(m.nvme, a, 6, "DMA_TO_DEVICE");
+    // a scatterlist with a sub-page entry is bounced entry by entry (SG_DMA_SWIOTLB)
+    const q = ramPage(world);
+    world.mem.write(q + 8, enc("tail"));
+    const sgt = new SgTable([{ phys: ramPage(world), length: 4096 }, { phys: q + 8, length: 4 }]);
+    dmaMapSgtable(m.nvme, sgt, "DMA_BIDIRECTIONAL");
+    strictEqual(sgt.nents, 2);
+    ok(sgt.sgl[0]!.dmaFlags & SG_DMA_SWIOTLB);
+    strictEqual(dec(deviceDmaRead(m.nvme, sgt.sgl[1]!.dmaAddress, 4)), "tail");
+    deviceDmaWrite(m.nvme, sgt.sgl[1]!.dmaAddress, enc("TAIL"));
+    dmaUnmapSgtable(m.nvme, sgt, "DMA_BIDIRECTIONAL");
+    strictEqual(dec(world.mem.read(q + 8, 4)), "TAIL", "bounced back at unmap");
+    strictEqual(swiotlbOf(world).usedSlots, 0);
   });
 });
 
