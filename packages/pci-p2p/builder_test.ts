@@ -16,10 +16,12 @@ import {
   nic,
   parseBdf,
   pciAllocP2pmem,
+  pcimP2pdmaInit,
   pciP2pdmaAddResource,
   pciP2pdmaDistanceMany,
   pciP2pdmaEnableShow,
   pciP2pdmaEnableStore,
+  pciP2pmemFind,
   pciP2pmemPublish,
   rootPort,
   server8GpuSpec,
@@ -204,6 +206,11 @@ Deno.test("pci_p2pdma_enable_store/show", () => {
   strictEqual(pciP2pdmaEnableShow({ use: false, dev: null }), "0\n");
   strictEqual(pciP2pdmaEnableShow({ use: true, dev: null }), "1\n");
   ok(pciAllocP2pmem(m.nvme, 4096n) !== null);
+  // published without a pool: found (pci_has_p2pmem does not look at the pool), but nothing to allocate
+  pcimP2pdmaInit(m.nic2);
+  pciP2pmemPublish(m.nic2, true);
+  strictEqual(pciP2pmemFind(m.nic2), m.nic2);
+  strictEqual(pciAllocP2pmem(m.nic2, 4096n), null);
   // a non-PCI child of the NIC is a valid client through its parent
   strictEqual(
     pciP2pdmaDistanceMany(m.nvme, [new Device(world, "nvmet", { parent: m.nic2 })], false),

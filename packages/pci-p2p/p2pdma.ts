@@ -433,9 +433,9 @@ export function pciP2pdmaBusAddrMap(provider: P2pdmaProvider, paddr: bigint): bi
   return paddr + provider.busOffset;
 }
 
-/** `pci_has_p2pmem`: a pool exists and was published. */
+/** `pci_has_p2pmem`: the device has P2PDMA state and published it (a pool is not checked). */
 export function pciHasP2pmem(pdev: PciDev): boolean {
-  return pdev.p2pdma !== null && pdev.p2pdma.pool !== null && pdev.p2pdma.published;
+  return pdev.p2pdma !== null && pdev.p2pdma.published;
 }
 
 /** `pci_p2pmem_publish(pdev, publish)`. */

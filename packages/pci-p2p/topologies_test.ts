@@ -308,3 +308,41 @@ Deno.test(
     strictEqual(mapTypeName(calcMapTypeAndDist(g0, g1, false).mapType), "NOT_SUPPORTED");
   },
 );
+
+Deno.test({
+  name: "NCCL XML: fuzz: mutated real files load or fail with a positioned error",
+  ignore,
+}, async () => {
+  const fc = (await import("fast-check")).default;
+  const texts = ["azure-ndv4-topo.xml", "ibm-gx3d-8xh100-topo.xml", "aws-p4d-24xl-topo.xml"].map(
+    read,
+  );
+  fc.assert(
+    fc.property(
+      fc.nat(texts.length - 1),
+      fc.array(
+        fc.tuple(fc.nat(1 << 20), fc.constantFrom("", "<", ">", "/", '"', "=", " ", "x", "0", "&")),
+        { minLength: 1, maxLength: 3 },
+      ),
+      (which, muts) => {
+        let s = texts[which]!;
+        for (const [at, ch] of muts) {
+          const i = at % s.length;
+          s = s.slice(0, i) + ch + s.slice(i + 1);
+        }
+        try {
+          const topo = parseNcclTopo(s);
+          buildMachine(new Kernel(), ncclTopoToSpec(topo, "nccl:fuzz"));
+        } catch (e) {
+          ok(
+            e instanceof TopologyParseError ||
+              (e instanceof Error && !(e instanceof TypeError) && !(e instanceof RangeError)),
+            String(e),
+          );
+          if (e instanceof TopologyParseError) ok(e.line >= 1 && e.col >= 1);
+        }
+      },
+    ),
+    { numRuns: 400 },
+  );
+});
