@@ -432,6 +432,40 @@ export class PhysMem {
     region.released = true;
   }
 
+  /**
+   * The address map as `/proc/iomem` prints it (`00100000-bfffffff : System
+   * RAM`), RAM and MMIO regions ascending, nested ZONE_DEVICE page maps
+   * indented under their region.
+   */
+  iomem(): string {
+    const hex = (v: number) => v.toString(16).padStart(8, "0");
+    const lines: string[] = [];
+    for (const r of this.#regions) {
+      lines.push(`${hex(r.start)}-${hex(r.end - 1)} : ${r.mmio ? r.mmio.name : "System RAM"}`);
+      for (const p of this.#pgmaps) {
+        const s = p.startPfn * PAGE_SIZE;
+        if (s >= r.start && s < r.end) {
+          lines.push(`  ${hex(s)}-${hex(p.endPfn * PAGE_SIZE - 1)} : ${p.type}`);
+        }
+      }
+    }
+    return lines.join("\n");
+  }
+
+  /** `/proc/buddyinfo`: free blocks per order for each node and zone. */
+  buddyinfo(): string {
+    const lines: string[] = [];
+    for (const nid of this.#nodes) {
+      for (const z of ZONE_ORDER) {
+        const zone = this.#zones.get(`${nid}:${z}`);
+        if (!zone) continue;
+        const counts = zone.buddyinfo().map((n) => String(n).padStart(6)).join(" ");
+        lines.push(`Node ${nid}, zone ${z.padStart(8)} ${counts}`);
+      }
+    }
+    return lines.join("\n");
+  }
+
   /** Registered MMIO regions, ascending. */
   mmioRegions(): MmioRegion[] {
     return this.#regions.filter((r) => r.mmio).map((r) => r.mmio!);

@@ -58,6 +58,22 @@ Deno.test("physical memory: RAM bytes are sparse and real", async (t) => {
     w.mem.copy(0x30_0000n, 0x20_0000n, 16);
     strictEqual(w.mem.readU32(0x30_0000n), 0xdeadbeef);
   });
+  await t.step("/proc/iomem and /proc/buddyinfo", () => {
+    const w = new Kernel({ memory: { nodes: [GiB] } });
+    w.mem.registerMmio({ name: "0000:01:00.0", start: 0xe000_0000n, size: 0x100_0000n });
+    w.mem.memremapPages({ type: "pci_p2pdma", start: 0xe080_0000n, size: 0x10_0000n });
+    strictEqual(
+      w.mem.iomem(),
+      [
+        "00000000-0009ffff : System RAM",
+        "00100000-4005ffff : System RAM",
+        "e0000000-e0ffffff : 0000:01:00.0",
+        "  e0800000-e08fffff : pci_p2pdma",
+      ].join("\n"),
+    );
+    w.mem.allocPages(0, { zone: "DMA" });
+    ok(w.mem.buddyinfo().startsWith("Node 0, zone      DMA      1      1"), w.mem.buddyinfo());
+  });
   await t.step("region_intersects for System RAM", () => {
     const w = new Kernel({ memory: { nodes: [GiB] } });
     strictEqual(w.mem.regionIntersectsRam(0x1000n, 0x1000n), "intersects");
