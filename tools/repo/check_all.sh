@@ -19,6 +19,7 @@ step "version sync"   $deno run -R tools/repo/sync_versions.ts --check
 step "fmt"            $deno fmt --check
 step "lint"           $deno lint
 step "type check"     $deno check
+step "chromium"       bash tools/repo/ensure_chromium.sh
 rm -rf out/junit && mkdir -p out/junit
 step "tests (nx)"     npx nx run-many -t test --parallel=1 --outputStyle=stream
 step "doc lint (nx)"  npx nx run-many -t doc-lint --parallel=2 --outputStyle=stream

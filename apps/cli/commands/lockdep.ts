@@ -21,6 +21,8 @@ export interface LockdepDemoResult {
   dmesg: string;
   /** Whether the run itself deadlocked (it does not). */
   deadlocked: boolean;
+  /** Each splat's full text, as dmesg holds it. */
+  splats: string[];
 }
 
 /** Runs the AB-BA scenario in a permissive world so the run completes. */
@@ -47,7 +49,13 @@ export async function lockdepDemo(seed = 1): Promise<LockdepDemoResult> {
   } catch {
     deadlocked = true;
   }
-  return { reports: w.bugs.map((b) => b.summary), dmesg: w.dmesg.text(), deadlocked };
+  const dmesg = w.dmesg.text();
+  return {
+    reports: w.bugs.map((b) => b.summary),
+    dmesg,
+    deadlocked,
+    splats: w.bugs.length > 0 ? [dmesg] : [],
+  };
 }
 
 /** `dmalab lockdep`. */

@@ -10,13 +10,15 @@
  *
  * @module
  */
-import { Kernel, RandomPolicy, WaitQueueHead } from "@dmalab/kernel";
+import { Kernel, RandomPolicy, type TraceEvent, WaitQueueHead } from "@dmalab/kernel";
 import { explore, getScenario } from "@dmalab/explorer";
-import { calcMapTypeAndDist, defaultMachine, mapTypeName } from "@dmalab/pci-p2p";
+import { calcMapTypeAndDist, defaultMachine, mapTypeName, type PciFabric } from "@dmalab/pci-p2p";
+import { writeReport } from "../report/html.ts";
+import type { ReportTransfer } from "../report/topology_svg.ts";
 import { type Command, EXIT_OK, EXIT_VIOLATION, type Io, parseArgs } from "../io.ts";
 import { lockdepDemo } from "./lockdep.ts";
 
-/** One row of the tour's summary table. */
+/** One row of the tour's summary table, with what the stop adds to the report. */
 export interface TourRow {
   /** Stop name. */
   stop: string;
@@ -26,13 +28,23 @@ export interface TourRow {
   observed: string;
   /** True when that is what the kernel would do. */
   asExpected: boolean;
+  /** Report material: the machine and transfers (p2pdma stop). */
+  fabric?: PciFabric;
+  /** Transfers to highlight in the report. */
+  transfers?: ReportTransfer[];
+  /** Trace events of the stop's run. */
+  trace?: readonly TraceEvent[];
+  /** Splats the stop's run recorded (full text). */
+  splats?: string[];
 }
 
 async function schedulerStop(seed: number): Promise<TourRow> {
   // Two producers and a consumer on a wait queue under a seeded random
   // policy: the same seed gives the same interleaving, every time.
+  let trace: readonly TraceEvent[] = [];
   const runOnce = async (): Promise<string> => {
     const w = new Kernel({ policy: new RandomPolicy(seed) });
+    w.trace.enable();
     const wq = new WaitQueueHead(w.sched, "items");
     const items: string[] = [];
     const seen: string[] = [];
@@ -52,6 +64,7 @@ async function schedulerStop(seed: number): Promise<TourRow> {
       }
     });
     await w.run();
+    trace = w.trace.events;
     return seen.join(" ");
   };
   const a = await runOnce();
@@ -61,6 +74,7 @@ async function schedulerStop(seed: number): Promise<TourRow> {
     exercises: "deterministic scheduler, wait queues, seeded random policy",
     observed: a === b ? `same order twice: ${a}` : `orders differ: ${a} / ${b}`,
     asExpected: a === b,
+    trace,
   };
 }
 
@@ -74,6 +88,7 @@ async function lockdepStop(seed: number): Promise<TourRow> {
       ? `circular dependency reported, run ${r.deadlocked ? "deadlocked" : "completed"}`
       : "no report",
     asExpected: found && !r.deadlocked,
+    splats: r.splats,
   };
 }
 
@@ -94,6 +109,11 @@ function topologyStop(): TourRow {
     observed:
       `gpu->nic ${localName} (distance ${local.dist}), gpu->nic2 ${remoteName} (distance ${remote.dist})`,
     asExpected: localName === "BUS_ADDR" && remoteName === "THRU_HOST_BRIDGE",
+    fabric: m.fabric,
+    transfers: [
+      { label: "gpu->nic", src: m.gpu, dst: m.nic, mapType: localName, ats: true, bytes: 0 },
+      { label: "gpu->nic2", src: m.gpu, dst: m.nic2, mapType: remoteName, ats: true, bytes: 0 },
+    ],
   };
 }
 
@@ -135,17 +155,43 @@ export const tourCommand: Command = {
   name: "tour",
   summary: "run every scenario of the tour and print a summary table (the main job)",
   usage: [
-    "usage: dmalab tour [--seed N] [--json]",
+    "usage: dmalab tour [--seed N] [--json] [--report DIR]",
     "",
     "Runs each stop of the tour on its own world and prints what the model",
     "observed. Exits 0 when every stop behaves as the kernel would, 1 otherwise.",
+    "--report DIR writes DIR/index.html: topology with paths, timeline, summary, splats.",
   ].join("\n"),
   async run(args: string[], io: Io): Promise<number> {
-    const { flags } = parseArgs(args, ["json"], ["seed"]);
+    const { flags } = parseArgs(args, ["json"], ["seed", "report"]);
     const rows = await runTour(flags.seed === undefined ? 1 : Number(flags.seed));
     const ok = rows.every((r) => r.asExpected);
+    let reportPath: string | null = null;
+    if (typeof flags.report === "string") {
+      const fabric = rows.find((r) => r.fabric)?.fabric;
+      if (fabric) {
+        reportPath = await writeReport(flags.report, {
+          title: "dmalab tour",
+          fabric,
+          transfers: rows.flatMap((r) => r.transfers ?? []),
+          summary: {
+            headers: ["stop", "exercises", "observed", "verdict"],
+            rows: rows.map((
+              r,
+            ) => [r.stop, r.exercises, r.observed, r.asExpected ? "as kernel" : "MISMATCH"]),
+          },
+          trace: rows.flatMap((r) => r.trace ?? []),
+          splats: rows.flatMap((r) => r.splats ?? []),
+        });
+      }
+    }
     if (flags.json) {
-      io.out(JSON.stringify({ ok, stops: rows }, null, 2) + "\n");
+      const stops = rows.map((r) => ({
+        stop: r.stop,
+        exercises: r.exercises,
+        observed: r.observed,
+        asExpected: r.asExpected,
+      }));
+      io.out(JSON.stringify({ ok, stops, report: reportPath }, null, 2) + "\n");
     } else {
       io.out(
         formatTable(
@@ -160,6 +206,7 @@ export const tourCommand: Command = {
           rows.filter((r) => r.asExpected).length
         }/${rows.length} stops behave as the kernel would\n`,
       );
+      if (reportPath) io.out(`report: ${reportPath}\n`);
     }
     return ok ? EXIT_OK : EXIT_VIOLATION;
   },
