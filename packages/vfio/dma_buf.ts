@@ -70,6 +70,7 @@ import {
   VFIO_PCI_ROM_REGION_INDEX,
 } from "./constants.ts";
 import type { VfioDmaBufLink, VfioPciCoreDevice } from "./device.ts";
+import { vfioFreeSgt, vfioPhysVecToSgt } from "./phys_vec_sgt.ts";
 
 const PAGE = 4096;
 
@@ -246,6 +247,14 @@ function makeOps(priv: VfioPciDmaBuf, v71: boolean): DmaBufOps {
     release() {
       priv.vdev?.dmabufs.delete(priv);
       priv.vdev = null;
+    },
+    mapDmaBuf(attach, dir) {
+      attach.dmabuf.resv.assertHeld("vfio_pci_dma_buf_map");
+      priv.checkNotRevoked("vfio_pci_dma_buf_map");
+      return vfioPhysVecToSgt(attach, priv.provider, priv.physVec, dir);
+    },
+    unmapDmaBuf(_attach, sgt) {
+      vfioFreeSgt(sgt);
     },
     getPfn(attach: DmaBufAttachment, pgoff: number) {
       attach.dmabuf.resv.assertHeld("vfio_pci_dma_buf_get_pfn");

@@ -21,3 +21,4 @@
 export * from "./constants.ts";
 export * from "./device.ts";
 export * from "./dma_buf.ts";
+export * from "./phys_vec_sgt.ts";
