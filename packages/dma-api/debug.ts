@@ -21,6 +21,7 @@
  * @module
  */
 import type { BusNotifyAction, Device, Kernel } from "@dmalab/kernel";
+import { iommuCoreOf } from "@dmalab/iommu";
 import { DIR2NAME, type DmaDirection } from "./attrs.ts";
 
 /** Map function kinds (`type2name`). */
@@ -46,6 +47,8 @@ export interface DmaDebugEntry {
   sgCallEnts: number;
   /** sg: DMA segments produced. */
   sgMappedEnts: number;
+  /** A P2P bus address (no IOVA behind it). */
+  busAddress?: boolean;
 }
 
 function hex16(v: bigint): string {
@@ -67,6 +70,25 @@ export class DmaDebug {
   constructor(world: Kernel) {
     this.world = world;
     this.enabled = world.variant("dma-api.debug", "1") !== "0";
+    // Invariant: every recorded mapping of a device on dma-iommu still translates.
+    world.addChecker("dma-api", () => {
+      const out: string[] = [];
+      for (const [dev, m] of this.#entries) {
+        const dom = iommuCoreOf(world)?.domainFor(dev);
+        if (!dom || !dom.isDmaApi) continue;
+        for (const [addr, list] of m) {
+          for (const e of list) {
+            if (e.busAddress) continue;
+            if (addr >= 2n ** 53n || dom.iovaToPhys(Number(addr)) === 0) {
+              out.push(
+                `${dev.name}: mapping at 0x${addr.toString(16)} (${e.type}) no longer translates`,
+              );
+            }
+          }
+        }
+      }
+      return out;
+    });
   }
 
   /** Mappings recorded for `dev`. */

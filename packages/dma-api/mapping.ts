@@ -141,6 +141,15 @@ export function dmaUnmapPhys(
   const dom = dmaDev(dev).dmaDomain;
   if (dom) iommuDmaUnmapPhys(dev, dom, addr, size, dir, attrs);
   else dmaDirectUnmapPhys(dev, addr, size, dir, attrs);
+  if (dev.world.trace.enabled) {
+    dev.world.trace.event("dma_unmap_phys", {
+      device: dev.name,
+      dir,
+      dma_addr: `0x${addr.toString(16)}`,
+      size,
+      attrs,
+    });
+  }
 }
 
 /** `dma_map_page_attrs()`: `DMA_ATTR_MMIO` is refused (a page is RAM). */
@@ -262,6 +271,7 @@ function mapSgAttrs(dev: Device, sgt: SgTable, dir: DmaDirection, attrs: number)
         mapErr: "none",
         sgCallEnts: sgt.origNents,
         sgMappedEnts: ents,
+        busAddress: (s.dmaFlags & SG_DMA_BUS_ADDRESS) !== 0,
       });
     }
   }

@@ -82,6 +82,7 @@ function run(ops: Op[], strict: boolean): void {
       dom.fq?.flush();
       pending.length = 0;
     }
+    strictEqual(world.check().length, 0, world.check().join("; "));
     // every live mapping translates exactly like the shadow
     for (const l of live) {
       for (const off of [0, Math.floor(l.len / 2), l.len - 1]) {
