@@ -296,7 +296,7 @@ export function calcMapTypeAndDist(
 ): MapTypeAndDist {
   let mapType: PciP2pdmaMapType = PciP2pdmaMapType.THRU_HOST_BRIDGE;
   let acsRedirects = false;
-  let acsList = "";
+  const acsList = { buf: "", overflow: false };
   let acsCnt = 0;
   let distA = 0;
   let distB = 0;
@@ -305,7 +305,7 @@ export function calcMapTypeAndDist(
   outer: while (a) {
     distB = 0;
     if (pciBridgeHasAcsRedir(a)) {
-      acsList = seqBufAppend(acsList, `${a.name};`);
+      seqBufPrintf(acsList, `${a.name};`);
       acsCnt++;
     }
     let bb: PciDev | null = client;
@@ -327,7 +327,7 @@ export function calcMapTypeAndDist(
     while (bb) {
       if (bb === common) break;
       if (pciBridgeHasAcsRedir(bb)) {
-        acsList = seqBufAppend(acsList, `${bb.name};`);
+        seqBufPrintf(acsList, `${bb.name};`);
         acsCnt++;
       }
       bb = pciUpstreamBridge(bb);
@@ -337,7 +337,9 @@ export function calcMapTypeAndDist(
       done = true;
     } else {
       if (verbose) {
-        const list = acsList.endsWith(";") ? acsList.slice(0, -1) : acsList;
+        // the kernel zeroes buffer[len - 1]: the final ';' unless the 128-byte
+        // seq_buf overflowed (then len is past the end and the truncated text stays)
+        const list = acsList.overflow ? acsList.buf : acsList.buf.slice(0, -1);
         pciWarn(client, `ACS redirect is set between the client and provider (${provider.name})`);
         pciWarn(
           client,
@@ -365,10 +367,19 @@ export function calcMapTypeAndDist(
   return { mapType, dist };
 }
 
-/** seq_buf of 128 bytes: text that does not fit is dropped (the buffer keeps what fits). */
-function seqBufAppend(buf: string, s: string): string {
-  const room = 127 - buf.length;
-  return room <= 0 ? buf : buf + s.slice(0, room);
+/**
+ * `seq_buf_printf` into the 128-byte buffer of `calc_map_type_and_dist`: text
+ * that does not fit is cut at 127 bytes (vsnprintf) and the buffer is marked
+ * overflowed; later prints add nothing.
+ */
+function seqBufPrintf(sb: { buf: string; overflow: boolean }, s: string): void {
+  if (sb.overflow) return;
+  if (sb.buf.length + s.length < 128) {
+    sb.buf += s;
+    return;
+  }
+  sb.buf = (sb.buf + s).slice(0, 127);
+  sb.overflow = true;
 }
 
 /** `find_parent_pci_dev`: `dev` or its nearest PCI ancestor. */

@@ -188,6 +188,42 @@ Deno.test("ACS redirect: downgrade, warning texts, disable_acs_redir hint", asyn
   });
 });
 
+Deno.test("ACS hint: the 128-byte seq_buf overflows on long paths", () => {
+  const world = new Kernel();
+  // five nested switches on each side of the common upstream port, every downstream port redirecting
+  let a: FnSpec = gpu();
+  let b: FnSpec = gpu();
+  for (let i = 0; i < 5; i++) {
+    a = pcieSwitch([a], { acs: { cap: "SV|RR|CR|UF", ctrl: "RR" } });
+    b = pcieSwitch([b], { acs: { cap: "SV|RR|CR|UF", ctrl: "RR" } });
+  }
+  const f = buildMachine(world, {
+    cpu: { vendor: "AMD", family: 0x19 },
+    hostBridges: [{
+      devices: [
+        hostBridgeFn(0x1022, 0x14a4),
+        rootPort([pcieSwitch([a, b], { acs: { cap: "SV|RR|CR|UF", ctrl: "RR" } })]),
+      ],
+    }],
+  });
+  const [p, c] = f.endpoints();
+  const r = calcMapTypeAndDist(p!, c!, true);
+  strictEqual(r.mapType, T.THRU_HOST_BRIDGE);
+  strictEqual(r.dist, 24);
+  const line = world.dmesg.records.map((x) => x.text).find((x) =>
+    x.includes("disable_acs_redir=")
+  )!;
+  const list = line.split("disable_acs_redir=")[1]!;
+  strictEqual(list.length, 127, "truncated at the buffer size");
+  ok(list.startsWith(`${pciUpstreamBridge(p!)!.name};`));
+  // a short list loses exactly its final ';'
+  const w2 = new Kernel();
+  const m = defaultMachine(w2, { iommu: true });
+  calcMapTypeAndDist(m.gpu, m.nic, true);
+  ok(w2.dmesg.includes("pci=disable_acs_redir=0000:02:00.0;0000:02:01.0"));
+  ok(!w2.dmesg.includes("0000:02:01.0;"));
+});
+
 Deno.test("host bridge whitelist", async (t) => {
   await t.step(
     "unlisted host, cross root port: NOT_SUPPORTED, verbose text, no whitelist warn",
