@@ -168,6 +168,8 @@ export interface MachineSpec {
   hostBridges: HostBridgeSpec[];
   /** NVLink bundles between named devices. */
   nvlinks?: { a: string; b: string; count: number; viaSwitch?: boolean }[];
+  /** CPUs of each NUMA node as a list (`"0-23"`), for `nvidia-smi topo -m`'s CPU Affinity. */
+  numaCpus?: Record<string, string>;
 }
 
 const SIZE_RE = /^\s*(0x[0-9a-f]+|\d+)\s*([kmgt]i?b?)?\s*$/i;
@@ -289,6 +291,7 @@ export function buildMachine(world: Kernel, spec: MachineSpec): PciFabric {
   for (const l of spec.nvlinks ?? []) {
     fabric.nvlinks.push({ a: l.a, b: l.b, count: l.count, viaSwitch: l.viaSwitch ?? false });
   }
+  for (const [k, v] of Object.entries(spec.numaCpus ?? {})) fabric.numaCpus.set(Number(k), v);
   for (const d of fabric.devices) pciEnableAcs(d);
   for (const d of fabric.devices) d.add();
   return fabric;

@@ -51,6 +51,8 @@ export class PciFabric {
   acsEnable = false;
   /** NVLink edges. */
   readonly nvlinks: NvLinkEdge[] = [];
+  /** CPU list per NUMA node (`"0-23"`), when the input says. */
+  readonly numaCpus: Map<number, string> = new Map();
   /** Machine name (preset or file). */
   name = "machine";
   /** Odd things the loaders noticed. */

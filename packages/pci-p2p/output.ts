@@ -166,6 +166,8 @@ export interface TopoMatrix {
   readonly levels: TopoLevel[][];
   /** NIC legend: NICn -> name. */
   readonly nicNames: string[];
+  /** CPU Affinity per device ("N/A" when the input does not say). */
+  readonly cpuLists: string[];
 }
 
 /** Builds the `nvidia-smi topo -m` matrix of a fabric. */
@@ -175,7 +177,13 @@ export function topoMatrix(fabric: PciFabric, nicNames: readonly string[] = []):
   const devices = [...gpus, ...nics];
   const names = [...gpus.map((_, i) => `GPU${i}`), ...nics.map((_, i) => `NIC${i}`)];
   const levels = devices.map((a) => devices.map((b) => topoLevel(fabric, a, b)));
-  return { names, devices, levels, nicNames: nics.map((d, i) => nicNames[i] ?? netName(d, i)) };
+  return {
+    names,
+    devices,
+    levels,
+    nicNames: nics.map((d, i) => nicNames[i] ?? netName(d, i)),
+    cpuLists: devices.map((d) => fabric.numaCpus.get(d.host.numaNode) ?? "N/A"),
+  };
 }
 
 function netName(d: PciDev, i: number): string {
@@ -208,10 +216,11 @@ function expandTabs(s: string): string {
 /** Formats a matrix like `nvidia-smi topo -m` (tab stops expanded). */
 export function formatTopoMatrix(m: TopoMatrix): string {
   const lines: string[] = [];
-  lines.push(expandTabs(`\t${m.names.join("\t")}\tNUMA Affinity\tGPU NUMA ID`));
+  lines.push(expandTabs(`\t${m.names.join("\t")}\tCPU Affinity\tNUMA Affinity\tGPU NUMA ID`));
   m.devices.forEach((d, i) => {
     const cells = m.levels[i]!.map((l) => (l === "X" ? " X " : l));
-    const numa = m.names[i]!.startsWith("GPU") ? `\t${d.host.numaNode}\t\tN/A` : "";
+    const cpus = m.cpuLists[i] ?? "N/A";
+    const numa = m.names[i]!.startsWith("GPU") ? `\t${cpus}\t${d.host.numaNode}\t\tN/A` : "";
     lines.push(expandTabs(`${m.names[i]}\t${cells.join("\t")}${numa}`));
   });
   lines.push("", TOPO_LEGEND);

@@ -4,6 +4,7 @@ import { Kernel } from "@dmalab/kernel";
 import {
   buildMachine,
   calcMapTypeAndDist,
+  cpuList,
   formatLspciTree,
   gpu,
   hostBridgeFn,
@@ -121,6 +122,13 @@ Deno.test("xml: fuzz: generated documents round-trip", () => {
     ),
     { numRuns: 300 },
   );
+});
+
+Deno.test("nccl: CPU masks become nvidia-smi CPU lists", () => {
+  strictEqual(cpuList("00000000,00000000,00ffffff"), "0-23");
+  strictEqual(cpuList("ffffff00,00000000,00000000"), "72-95");
+  strictEqual(cpuList("00000005"), "0,2");
+  strictEqual(cpuList(""), "");
 });
 
 Deno.test("nccl: validation errors carry lines", async (t) => {

@@ -59,6 +59,8 @@ export interface NcclNode {
   readonly line: number;
   /** True when the file gives no `<gpu>`/`<nic>` child (NCCL fills it in). */
   readonly placeholder: boolean;
+  /** CPU mask of a `<cpu>` (`"00000000,00ffffff"`), "" otherwise. */
+  readonly affinity: string;
 }
 
 /** A loaded NCCL topology. */
@@ -270,6 +272,7 @@ export function parseNcclTopo(text: string, source = "topology.xml"): NcclTopo {
       nvlinks: [],
       line: el.line,
       placeholder: (kind === "gpu" && !gpuEl) || (kind === "nic" && !nicEl),
+      affinity: "",
     };
     add(node, el);
     parent.children.push(node);
@@ -326,6 +329,7 @@ export function parseNcclTopo(text: string, source = "topology.xml"): NcclTopo {
       nvlinks: [],
       line: c.line,
       placeholder: false,
+      affinity: /^[0-9a-f,]+$/i.test(c.attrs.affinity ?? "") ? c.attrs.affinity! : "",
     };
     add(node, c);
     cpus.push(node);
@@ -349,6 +353,7 @@ export function parseNcclTopo(text: string, source = "topology.xml"): NcclTopo {
             nvlinks: [],
             line: net.line,
             placeholder: false,
+            affinity: "",
           };
           add(nicNode, net);
           node.children.push(nicNode);
@@ -515,11 +520,14 @@ export function ncclTopoToSpec(topo: NcclTopo, name = "nccl"): MachineSpec {
       nvlinks.push({ a: n.id, b: l.target, count: l.count, viaSwitch: l.tclass === 0x068000 });
     }
   }
+  const numaCpus: Record<string, string> = {};
+  for (const c of topo.cpus) if (c.affinity) numaCpus[String(c.numa)] = cpuList(c.affinity);
   return {
     name,
     ...(topo.cpu ? { cpu: topo.cpu } : {}),
     hostBridges,
     nvlinks,
+    numaCpus,
   };
 }
 
@@ -538,4 +546,22 @@ function labelFor(n: NcclNode): string {
 
 function hex4(x: number): string {
   return x.toString(16).padStart(4, "0");
+}
+
+/** A sysfs-style CPU mask (`"000000ff,ffff0000"`, 32-bit words, most significant first) as a list (`"16-39"`). */
+export function cpuList(mask: string): string {
+  const words = mask.split(",").reverse();
+  const cpus: number[] = [];
+  words.forEach((w, i) => {
+    const v = parseInt(w || "0", 16);
+    for (let b = 0; b < 32; b++) if ((v >>> b) & 1) cpus.push(i * 32 + b);
+  });
+  const parts: string[] = [];
+  for (let i = 0; i < cpus.length;) {
+    let j = i;
+    while (j + 1 < cpus.length && cpus[j + 1] === cpus[j]! + 1) j++;
+    parts.push(i === j ? `${cpus[i]}` : `${cpus[i]}-${cpus[j]}`);
+    i = j + 1;
+  }
+  return parts.join(",");
 }
