@@ -73,9 +73,83 @@ export function ptePatch(e: number, prot: Pgprot, dirty?: boolean): number {
   return base + (prot & PROT_MASK) + (bits & PTE_SPECIAL) + d + PTE_PRESENT;
 }
 
-interface PteTable {
-  readonly ptes: Float64Array;
-  count: number;
+/** Entries a PTE table keeps in a Map before it turns into a dense 512-slot array. */
+const SPARSE_MAX = 32;
+
+/**
+ * One PTE table: a single inline entry, then a small Map, then (past 32
+ * entries) a dense 512-slot array, so memory follows the populated slots.
+ */
+class PteTable {
+  dense: Float64Array | null = null;
+  sparse: Map<number, number> | null = null;
+  /** The only entry while there is one (slot, or -1 for none). */
+  k0 = -1;
+  v0 = 0;
+  count = 0;
+
+  get(i: number): number {
+    if (this.dense) return this.dense[i]!;
+    if (this.sparse) return this.sparse.get(i) ?? 0;
+    return i === this.k0 ? this.v0 : 0;
+  }
+
+  /** Sets slot `i` to a non-zero entry; true when the slot was empty. */
+  set(i: number, e: number): boolean {
+    if (this.dense) {
+      const was = this.dense[i]!;
+      this.dense[i] = e;
+      if (was === 0) this.count++;
+      return was === 0;
+    }
+    if (!this.sparse) {
+      if (this.k0 === -1 || this.k0 === i) {
+        const fresh = this.k0 === -1;
+        this.k0 = i;
+        this.v0 = e;
+        if (fresh) this.count++;
+        return fresh;
+      }
+      this.sparse = new Map([[this.k0, this.v0]]);
+      this.k0 = -1;
+    }
+    const sp = this.sparse;
+    const fresh = !sp.has(i);
+    sp.set(i, e);
+    if (fresh) this.count++;
+    if (this.count > SPARSE_MAX) {
+      const d = new Float64Array(PTRS_PER_PTE);
+      for (const [k, v] of sp) d[k] = v;
+      this.dense = d;
+      this.sparse = null;
+    }
+    return fresh;
+  }
+
+  /** Clears slot `i`; the old entry (0 when none). */
+  clear(i: number): number {
+    const old = this.get(i);
+    if (old === 0) return 0;
+    if (this.dense) this.dense[i] = 0;
+    else if (this.sparse) this.sparse.delete(i);
+    else this.k0 = -1;
+    this.count--;
+    return old;
+  }
+
+  /** Present slots in [lo, hi), ascending. */
+  slots(lo: number, hi: number): number[] {
+    const out: number[] = [];
+    if (this.dense) {
+      for (let i = lo; i < hi; i++) if (this.dense[i] !== 0) out.push(i);
+    } else if (this.sparse) {
+      for (const k of this.sparse.keys()) if (k >= lo && k < hi) out.push(k);
+      out.sort((x, y) => x - y);
+    } else if (this.k0 >= lo && this.k0 < hi) {
+      out.push(this.k0);
+    }
+    return out;
+  }
 }
 
 /**
@@ -112,7 +186,20 @@ export class PageTable {
     const t = this.#top.get(pmd);
     if (t === undefined) return { entry: 0, huge: false };
     if (typeof t === "number") return { entry: t, huge: true };
-    return { entry: t.ptes[vpn - pmd * PTRS_PER_PTE]!, huge: false };
+    return { entry: t.get(vpn - pmd * PTRS_PER_PTE), huge: false };
+  }
+
+  /**
+   * The entry mapping `vpn` as one number, without allocating (0 for none;
+   * inside a huge entry, the entry of that 4 KiB piece). Decode with
+   * {@linkcode decodePte}, or test bits directly (`entry % 256`).
+   */
+  entryAt(vpn: number): number {
+    const pmd = Math.floor(vpn / PTRS_PER_PTE);
+    const t = this.#top.get(pmd);
+    if (t === undefined) return 0;
+    if (typeof t === "number") return t + (vpn - pmd * PTRS_PER_PTE) * ENTRY_SHIFT;
+    return t.get(vpn - pmd * PTRS_PER_PTE);
   }
 
   /** Walks to `vpn`: the decoded entry, or null for `pte_none`. */
@@ -121,7 +208,7 @@ export class PageTable {
     const t = this.#top.get(pmd);
     if (t === undefined) return null;
     if (typeof t === "number") return decodePte(t, true, vpn - pmd * PTRS_PER_PTE);
-    const e = t.ptes[vpn - pmd * PTRS_PER_PTE]!;
+    const e = t.get(vpn - pmd * PTRS_PER_PTE);
     return e === 0 ? null : decodePte(e);
   }
 
@@ -141,15 +228,14 @@ export class PageTable {
     let t = this.#top.get(pmd);
     if (typeof t === "number") throw new Error("PageTable.set: PMD slot holds a huge entry");
     if (t === undefined) {
-      t = { ptes: new Float64Array(PTRS_PER_PTE), count: 0 };
+      t = new PteTable();
       this.#top.set(pmd, t);
     }
-    const i = vpn - pmd * PTRS_PER_PTE;
-    if (t.ptes[i] === 0) {
-      t.count++;
-      this.#entries++;
+    if (entry === 0) {
+      this.clear(vpn);
+      return;
     }
-    t.ptes[i] = entry;
+    if (t.set(vpn - pmd * PTRS_PER_PTE, entry)) this.#entries++;
   }
 
   /** `ptep_get_and_clear`: the old entry (0 when none). */
@@ -157,12 +243,10 @@ export class PageTable {
     const pmd = Math.floor(vpn / PTRS_PER_PTE);
     const t = this.#top.get(pmd);
     if (t === undefined || typeof t === "number") return 0;
-    const i = vpn - pmd * PTRS_PER_PTE;
-    const old = t.ptes[i]!;
+    const old = t.clear(vpn - pmd * PTRS_PER_PTE);
     if (old !== 0) {
-      t.ptes[i] = 0;
       this.#entries--;
-      if (--t.count === 0) this.#top.delete(pmd);
+      if (t.count === 0) this.#top.delete(pmd);
     }
     return old;
   }
@@ -208,8 +292,8 @@ export class PageTable {
       }
       const lo = Math.max(startVpn, base) - base;
       const hi = Math.min(endVpn, base + PTRS_PER_PTE) - base;
-      for (let i = lo; i < hi; i++) {
-        const e = t.ptes[i]!;
+      for (const i of t.slots(lo, hi)) {
+        const e = t.get(i);
         if (e !== 0) yield [base + i, e, false];
       }
     }
