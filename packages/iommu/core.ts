@@ -33,7 +33,7 @@
  *
  * @module
  */
-import { type Device, type Kernel, KernelError } from "@dmalab/kernel";
+import { type Bus, type Device, type Kernel, KernelError } from "@dmalab/kernel";
 import {
   devIsPci,
   pciAtsSupported,
@@ -67,6 +67,8 @@ export interface IommuSetupOptions {
   domain?: IommuDomainOptions;
   /** Flush queue shape for lazy domains. */
   flushQueue?: FlushQueueOptions;
+  /** Other buses whose devices the IOMMU probes (units cover them through `covers`). */
+  buses?: Bus[];
 }
 
 /** Translation counters of one device. */
@@ -460,11 +462,13 @@ export function iommuSetup(world: Kernel, options: IommuSetupOptions = {}): Iomm
   }
   pciRequestAcs(world);
   for (const d of fabric.devices) pciEnableAcs(d);
-  const bus = pciBusType(world);
-  bus.registerNotifier((action, dev) => {
-    if (action === "add_device") core.probeDevice(dev);
-    else if (action === "del_device") core.releaseDevice(dev);
-  });
+  for (const bus of [pciBusType(world), ...(options.buses ?? [])]) {
+    bus.registerNotifier((action, dev) => {
+      if (action === "add_device") core.probeDevice(dev);
+      else if (action === "del_device") core.releaseDevice(dev);
+    });
+    for (const d of bus.devices) if (d.registered && !devIsPci(d)) core.probeDevice(d);
+  }
   for (const d of fabric.devices) if (d.registered) core.probeDevice(d);
   world.dmesg.printk(
     "info",

@@ -1,5 +1,5 @@
 import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
-import { isErrno, Kernel, KernelBug } from "@dmalab/kernel";
+import { Bus, Device, isErrno, Kernel, KernelBug } from "@dmalab/kernel";
 import {
   buildMachine,
   defaultMachine,
@@ -307,5 +307,39 @@ Deno.test("strict vs lazy invalidation is observable", async (t) => {
     const d = io.pagingDomainAlloc(m.nvme);
     io.attachDevice(d, m.nvme);
     throws(() => d.free(), KernelBug);
+  });
+});
+
+Deno.test("non-PCI devices on other buses; fault handlers", async (t) => {
+  await t.step("a platform device covered by a unit predicate is probed and grouped alone", () => {
+    const world = new Kernel();
+    const platform = new Bus("platform");
+    const early = new Device(world, "early-dev", { bus: platform });
+    early.add();
+    const io = iommuSetup(world, {
+      units: [{ name: "smmu0", covers: (d) => d.bus === platform }],
+      buses: [platform],
+      strict: true,
+    });
+    ok(io.groupOf(early), "devices already on the bus are probed");
+    const late = new Device(world, "late-dev", { bus: platform });
+    late.add();
+    ok(io.groupOf(late) && io.groupOf(late) !== io.groupOf(early), "generic_device_group");
+    strictEqual(io.domainFor(late)!.type, "dma");
+    late.del();
+    strictEqual(io.groupOf(late), null, "iommu_release_device");
+  });
+
+  await t.step("report_iommu_fault calls the domain's fault handler", () => {
+    const world = new Kernel();
+    const m = defaultMachine(world);
+    const io = iommuSetup(world);
+    const dom = io.pagingDomainAlloc(m.nvme);
+    io.attachDevice(dom, m.nvme);
+    const seen: string[] = [];
+    dom.faultHandler = (dev, iova, write) =>
+      seen.push(`${dev.name} 0x${iova.toString(16)} ${write}`);
+    throws(() => iommuTranslate(m.nvme, 0x7000, true), IommuFaultError);
+    deepStrictEqual(seen, ["0000:05:00.0 0x7000 true"]);
   });
 });

@@ -28,7 +28,7 @@
  *
  * @module
  */
-import { type Kernel, KernelError } from "@dmalab/kernel";
+import { type Device, type Kernel, KernelError } from "@dmalab/kernel";
 import { IommuIotlbGather } from "./gather.ts";
 import { IoPageTable, type IoPageTableOptions } from "./io_pgtable.ts";
 import { bitmapToLg2s, iommuPgsize } from "./pgsize.ts";
@@ -119,6 +119,11 @@ export class IommuDomain {
   fq: FlushQueue | null = null;
   /** Slot for the DMA layer's IOVA cookie (`domain->iova_cookie`). */
   dmaCookie: unknown = null;
+  /**
+   * `iommu_set_fault_handler()`: called by `report_iommu_fault()` for each
+   * translation fault of a device attached to this domain.
+   */
+  faultHandler: ((dev: Device, iova: number, write: boolean) => void) | null = null;
   readonly #drivers = new Map<IommuDomainDriver, number>();
   #freed = false;
 

@@ -3,7 +3,11 @@
 import { deepStrictEqual, strictEqual } from "node:assert/strict";
 import fc from "fast-check";
 import { iommuPgsize, ptComputeBestPgsize } from "./pgsize.ts";
-import { VTDSS_PGSIZE_BITMAP } from "./io_pgtable.ts";
+import { IoPageTable, VTDSS_PGSIZE_BITMAP } from "./io_pgtable.ts";
+import { Kernel } from "@dmalab/kernel";
+import { IommuIotlbGather } from "./gather.ts";
+import { ptPagePool } from "./pt_pages.ts";
+import { IOMMU_CACHE, IOMMU_MMIO, IOMMU_NOEXEC, IOMMU_READ, IOMMU_WRITE } from "./prot.ts";
 
 const SZ_4K = 4096;
 const SZ_2M = 2 ** 21;
@@ -74,5 +78,49 @@ Deno.test("iommu_pgsize splits a request at the next larger page boundary", asyn
       pgsize: SZ_1G,
       count: 2,
     });
+  });
+});
+
+Deno.test("kunit_generic_pt format cases (vtdss)", async (t) => {
+  await t.step("test_init: pgsize_bitmap is 4K|2M|1G", () => {
+    const pt = new IoPageTable(new Kernel());
+    strictEqual(pt.pgsizeBitmap, SZ_4K + SZ_2M + SZ_1G);
+    pt.deinit();
+  });
+  await t.step("test_max_va: the top covers max_vasz (fixed) or grows to it (dynamic)", () => {
+    for (const levels of [3, 4, 5] as const) {
+      const pt = new IoPageTable(new Kernel(), { levels });
+      strictEqual(pt.maxVaszLg2, 12 + 9 * levels);
+      strictEqual(pt.topLevel, levels - 1);
+      pt.deinit();
+    }
+    const dyn = new IoPageTable(new Kernel(), { levels: 4, dynamicTop: true });
+    strictEqual(dyn.topLevel, 2);
+    strictEqual(dyn.topLastVa, 2 ** 39 - 1);
+    dyn.deinit();
+  });
+  await t.step("test_attr_from_entry: prot bits survive every leaf size", () => {
+    const world = new Kernel();
+    const pt = new IoPageTable(world);
+    const ALL = IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE | IOMMU_NOEXEC | IOMMU_MMIO;
+    for (const sz of [SZ_4K, SZ_2M, SZ_1G]) {
+      for (let prot = 0; prot <= ALL; prot++) {
+        if (!(prot & (IOMMU_READ | IOMMU_WRITE))) continue;
+        strictEqual(pt.mapPages(sz * 4, sz * 8, sz, 1, prot).error, null);
+        const leaf = pt.lookup(sz * 4)!;
+        strictEqual(leaf.lg2, Math.log2(sz));
+        strictEqual(leaf.oa, sz * 8);
+        strictEqual(
+          IoPageTable.bitsToProt(leaf.bits),
+          prot & (IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE | IOMMU_MMIO),
+          `prot 0x${prot.toString(16)} size 0x${sz.toString(16)}`,
+        );
+        const g = new IommuIotlbGather();
+        strictEqual(pt.unmapPages(sz * 4, sz, 1, g), sz);
+        g.releaseFreelist();
+      }
+    }
+    pt.deinit();
+    strictEqual(ptPagePool(world).inUse, 0);
   });
 });

@@ -83,7 +83,9 @@ export function iommuTranslate(dev: Device, iova: number, write: boolean): Trans
   const domain = info.group.domain;
   const fault = (reason: number): never => {
     st.faults++;
-    throw new IommuFaultError(unit.recordFault(dev, iova, write, reason));
+    const rec = unit.recordFault(dev, iova, write, reason);
+    domain?.faultHandler?.(dev, iova, write); // report_iommu_fault()
+    throw new IommuFaultError(rec);
   };
   if (!domain || domain.type === "blocked") return fault(0x02);
   if (domain.type === "identity") {
