@@ -241,9 +241,9 @@ function whitelistLookup(
     const root = pciHostBridgeDev(host);
     const entry = root === null
       ? null
-      : PCI_P2PDMA_WHITELIST.find((e) =>
-        root.vendor === e.vendor && (e.device === -1 || root.deviceId === e.device)
-      ) ?? null;
+      : PCI_P2PDMA_WHITELIST.filter((e) => !(rdmaTree(root.world) && e.vendor === 0x1d17)).find((
+        e,
+      ) => root.vendor === e.vendor && (e.device === -1 || root.deviceId === e.device)) ?? null;
     m = { root, entry };
     if (root?.registered) whitelistMemo.set(host, m);
   }
@@ -274,6 +274,16 @@ export function hostBridgeWhitelist(a: PciDev, b: PciDev, warn: boolean): boolea
   const hb = b.host;
   if (ha === hb) return hostBridgeWhitelistOne(ha, true, warn);
   return hostBridgeWhitelistOne(ha, false, warn) && hostBridgeWhitelistOne(hb, false, warn);
+}
+
+/**
+ * Which copy of drivers/pci/p2pdma.c the world runs: `world.variant("pci-p2pdma",
+ * "pci")`. "pci" is the PCI maintainer tree (cd2698d7); "rdma" is the
+ * linux-rdma copy (04673b71): no Zhaoxin whitelist entries, and the
+ * whitelist warning follows `verbose` instead of "ACS redirected".
+ */
+export function rdmaTree(world: Kernel): boolean {
+  return world.variant("pci-p2pdma", "pci") === "rdma";
 }
 
 /** `map_types_idx(client)`. */
@@ -352,7 +362,10 @@ export function calcMapTypeAndDist(
   if (!done) {
     if (!cpuSupportsP2pdma(provider.world)) {
       whitelistProbe.calls++;
-      if (!hostBridgeWhitelist(provider, client, acsRedirects)) {
+      // the PCI tree warns about an unlisted host bridge only when ACS redirected
+      // the path; the rdma tree copy warns whenever the caller is verbose
+      const warn = rdmaTree(provider.world) ? verbose : acsRedirects;
+      if (!hostBridgeWhitelist(provider, client, warn)) {
         if (verbose) {
           pciWarn(
             client,

@@ -294,6 +294,32 @@ Deno.test("host bridge whitelist", async (t) => {
     strictEqual(calcMapTypeAndDist(x!, y!, false).mapType, T.NOT_SUPPORTED);
     // Empty root bus would have no device at all: the host bridge check fails.
   });
+  await t.step(
+    "variant pci-p2pdma=rdma: no Zhaoxin entries, whitelist warning follows verbose",
+    () => {
+      const zx = (variants: Record<string, string>) => {
+        const world = new Kernel({ variants });
+        const f = buildMachine(world, {
+          ...intelHost([0x1d17, 0x1008]),
+          cpu: { vendor: "Zhaoxin", family: 7 },
+        });
+        const [a, , c] = f.endpoints();
+        return calcMapTypeAndDist(a!, c!, false).mapType;
+      };
+      strictEqual(zx({}), T.THRU_HOST_BRIDGE);
+      strictEqual(zx({ "pci-p2pdma": "rdma" }), T.NOT_SUPPORTED);
+      const w = new Kernel({ variants: { "pci-p2pdma": "rdma" } });
+      const f = intelUnlisted(w);
+      const [g1, g2] = f.endpoints();
+      calcMapTypeAndDist(g1!, g2!, true);
+      ok(w.dmesg.includes("Host bridge not in P2PDMA whitelist: 8086:6f00"));
+      const w2 = new Kernel();
+      const f2 = intelUnlisted(w2);
+      const [h1, h2] = f2.endpoints();
+      calcMapTypeAndDist(h1!, h2!, true);
+      ok(!w2.dmesg.includes("Host bridge not in P2PDMA whitelist"));
+    },
+  );
   await t.step("cpu_supports_p2pdma: AMD family 0x17 yes, 0x16 no, non-x86 no", () => {
     for (
       const [cpu, want] of [
