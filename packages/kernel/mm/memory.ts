@@ -20,7 +20,8 @@
  * - {@linkcode followPfnmapStart} / {@linkcode followPfnmapEnd}: the pfn,
  *   protection and writability of a VM_IO | VM_PFNMAP address, returned with
  *   the PTE lock held until `end` (so the caller is atomic in between);
- *   -EINVAL for any other VMA, an address outside it, or no PTE.
+ *   -EINVAL for any other VMA, an address outside it, or no PTE. The caller
+ *   holds mmap_lock or the file's i_mmap_rwsem (`pfnmap_lockdep_assert`).
  *
  * Locking: fault-path helpers run with mmap_lock held for read; `remap_pfn_range`
  * and `vm_insert_page` change `vm_flags`, which needs mmap_lock for write
@@ -259,7 +260,12 @@ export interface FollowPfnmapResult extends PteValue {
 export function followPfnmapStart(args: { vma: Vma; address: number }): FollowPfnmapResult {
   const { vma, address } = args;
   const mm = vma.mm;
-  mm.mmapLock.assertLocked("follow_pfnmap_start");
+  // pfnmap_lockdep_assert: mmap_lock, or the file's i_mmap_rwsem, must be held.
+  const sem = vma.mapping?.iMmapRwsem;
+  const t = mm.world.sched.current;
+  const iMmapHeld = sem !== undefined && t !== null &&
+    (sem.writer === t || sem.readers.includes(t));
+  if (!iMmapHeld) mm.mmapLock.assertLocked("follow_pfnmap_start");
   if (address < vma.vmStart || address >= vma.vmEnd) {
     throw new KernelError(
       "EINVAL",

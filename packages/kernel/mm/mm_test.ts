@@ -339,6 +339,14 @@ Deno.test("mm: remap_pfn_range and follow_pfnmap", async (t) => {
         ok(!w.sched.current!.atomic, "no lock leaked on error paths");
         mm.mmapLock.readUnlock();
         throws(() => followPfnmapStart({ vma: mm.vmaLookup(dev)!, address: dev }), KernelBug);
+        // The file's i_mmap_rwsem is as good as mmap_lock (pfnmap_lockdep_assert).
+        const vma = mm.vmaLookup(dev)!;
+        await mm.read(dev, 1);
+        await vma.mapping!.iMmapRwsem.downRead();
+        const r = followPfnmapStart({ vma, address: dev });
+        strictEqual(r.pfn, 0x5000);
+        followPfnmapEnd(r);
+        vma.mapping!.iMmapRwsem.upRead();
       });
     },
   );
