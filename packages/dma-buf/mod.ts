@@ -49,3 +49,4 @@ export * from "./heap/dma_heap.ts";
 export * from "./heap/system_heap.ts";
 export * from "./pfn/types.ts";
 export * from "./buf/revoke.ts";
+export * from "./udmabuf/udmabuf.ts";

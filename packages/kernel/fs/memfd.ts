@@ -15,6 +15,11 @@
  * F_SEAL_SHRINK or growing under F_SEAL_GROW -EPERM; a hugetlbfs size that
  * is not a multiple of the huge page size -EINVAL; pinning past EOF -EINVAL.
  *
+ * `mmap` maps the page cache: shmem faults hand the page itself to the
+ * fault path (`shmem_fault`); hugetlbfs VMAs (VM_HUGETLB) map the 4 KiB
+ * pieces of the huge folio by pfn (the kernel maps the folio with one PMD;
+ * the bytes reached are the same). A fault past EOF is SIGBUS.
+ *
  * Locking: `inode->i_rwsem` in the kernel; all operations here are
  * synchronous and atomic with respect to the scheduler.
  *
@@ -23,6 +28,8 @@
 import { KernelError } from "../errors.ts";
 import { GUP_PIN_COUNTING_BIAS, type Page } from "../memory/page.ts";
 import type { Kernel } from "../world.ts";
+import { vmfInsertMixed } from "../mm/memory.ts";
+import { VM_FAULT_SIGBUS, VM_HUGETLB, VM_MIXEDMAP, type Vma, type VmFault } from "../mm/vma.ts";
 import { File, Inode, O_CLOEXEC, O_RDWR } from "./file.ts";
 import { filesOf } from "./fd_table.ts";
 
@@ -105,6 +112,25 @@ export class ShmemInode extends Inode {
   }
 }
 
+/** `shmem_mmap` / `hugetlbfs_file_mmap`: installs the page-cache fault handler. */
+function shmemMmap(inode: ShmemInode, vma: Vma): void {
+  const huge = inode.kind === "hugetlbfs";
+  if (huge) vma.flagsSet(VM_HUGETLB | VM_MIXEDMAP);
+  vma.vmOps = {
+    name: huge ? "hugetlbfs" : "shmem",
+    fault(vmf: VmFault): number {
+      const off = vmf.pgoff * PAGE_SIZE;
+      if (off >= inode.size) return VM_FAULT_SIGBUS;
+      const folio = inode.folio(Math.floor(off / inode.folioSize));
+      const pfn = folio.pfn + (off % inode.folioSize) / PAGE_SIZE;
+      if (huge) return vmfInsertMixed(vmf.vma, vmf.address, pfn);
+      folio.get();
+      vmf.page = folio;
+      return 0;
+    },
+  };
+}
+
 /** Options for {@linkcode memfdCreate}. */
 export interface MemfdCreateOptions {
   /** The fd table to install into (default `filesOf(world)`). */
@@ -147,6 +173,7 @@ export function memfdCreate(
   const inode = new ShmemInode(world, hugetlb, flags & MFD_ALLOW_SEALING ? 0 : F_SEAL_SEAL);
   const file = new File(world, inode, {
     release: () => inode.truncateFrom(0),
+    mmap: (_f, v) => shmemMmap(inode, v as Vma),
   }, { flags: O_RDWR, path: `/memfd:${name} (deleted)` });
   const files = options.files ?? filesOf(world);
   try {
