@@ -160,6 +160,30 @@ export class IommuCore {
     return this.devIommu(dev)?.group ?? null;
   }
 
+  /**
+   * The `/sys/kernel/iommu_groups` tree as `find /sys/kernel/iommu_groups/ -type l`
+   * prints it, plus each group's `type` attribute (default domain type).
+   */
+  sysfsGroups(): string {
+    const typeName: Record<string, string> = {
+      "identity": "identity",
+      "dma": "DMA",
+      "dma-fq": "DMA-FQ",
+      "blocked": "blocked",
+      "unmanaged": "unmanaged",
+    };
+    const lines: string[] = [];
+    for (const g of [...this.groups].sort((a, b) => a.id - b.id)) {
+      for (const d of g.devices) lines.push(`/sys/kernel/iommu_groups/${g.id}/devices/${d.name}`);
+      lines.push(
+        `/sys/kernel/iommu_groups/${g.id}/type: ${
+          typeName[g.defaultDomain?.type ?? ""] ?? "unknown"
+        }`,
+      );
+    }
+    return lines.join("\n");
+  }
+
   /** `iommu_get_domain_for_dev`. */
   domainFor(dev: Device): IommuDomain | null {
     return this.groupOf(dev)?.domain ?? null;

@@ -47,7 +47,10 @@ Deno.test("iommu groups from the PCI topology (pci_device_group)", async (t) => 
     ok(m.dsp[0].acsCtrl & PCI_ACS_RR, "pci_request_acs + pci_enable_acs ran");
     ok(io.groupOf(m.gpu) !== io.groupOf(m.nic));
     strictEqual(io.groupOf(m.gpu)!.devices.length, 1);
-    ok(world.dmesg.includes("Adding to iommu group"));
+    ok(world.dmesg.includes("pci 0000:03:00.0: Adding to iommu group"));
+    const sysfs = io.sysfsGroups();
+    ok(sysfs.includes(`/sys/kernel/iommu_groups/${io.groupOf(m.gpu)!.id}/devices/0000:03:00.0`));
+    ok(sysfs.includes(`/sys/kernel/iommu_groups/${io.groupOf(m.gpu)!.id}/type: DMA-FQ`));
   });
 
   await t.step("an endpoint below a downstream port without ACS joins the port's group", () => {
