@@ -34,7 +34,10 @@ import { KernelError } from "../errors.ts";
 import { GUP_PIN_COUNTING_BIAS, type Page, PG } from "../memory/page.ts";
 import type { MmStruct } from "./mm_struct.ts";
 import {
+  FAULT_FLAG_ALLOW_RETRY,
+  FAULT_FLAG_KILLABLE,
   FAULT_FLAG_REMOTE,
+  FAULT_FLAG_TRIED,
   FAULT_FLAG_WRITE,
   isCowMapping,
   VM_FAULT_ERROR,
@@ -314,4 +317,51 @@ export function unpinUserPage(page: Page): void {
 /** `unpin_user_pages`. */
 export function unpinUserPages(pages: readonly Page[]): void {
   for (const p of pages) unpinUserPage(p);
+}
+
+/**
+ * `fixup_user_fault(mm, address, fault_flags, unlocked)`: faults one
+ * address in (any VMA type, VM_PFNMAP included: KVM and vfio call it when
+ * `follow_pfnmap_start` finds no PTE). Needs mmap_lock held for read.
+ * -EFAULT without a VMA or when the VMA forbids the access
+ * (`vma_permits_fault`); a fault error maps through `vm_fault_to_errno`.
+ * With `allowUnlock` the handler may drop mmap_lock and ask for a retry;
+ * the lock is retaken, the fault retried with FAULT_FLAG_TRIED, and the
+ * result says `unlocked: true` (the caller must revalidate its VMA).
+ */
+export async function fixupUserFault(
+  mm: MmStruct,
+  address: number,
+  faultFlags: number,
+  allowUnlock = false,
+): Promise<{ unlocked: boolean }> {
+  mm.mmapLock.assertLocked("fixup_user_fault");
+  let flags = faultFlags | (allowUnlock ? FAULT_FLAG_ALLOW_RETRY | FAULT_FLAG_KILLABLE : 0);
+  let unlocked = false;
+  for (let tries = 0;; tries++) {
+    const vma = mm.vmaLookup(address);
+    if (!vma) {
+      throw new KernelError("EFAULT", `fixup_user_fault: no VMA at 0x${address.toString(16)}`);
+    }
+    const need = flags & FAULT_FLAG_WRITE ? VM_WRITE : VM_READ;
+    if (!(vma.vmFlags & need)) {
+      throw new KernelError(
+        "EFAULT",
+        `fixup_user_fault: ${vma} does not permit a ${
+          need === VM_WRITE ? "write" : "read"
+        } fault (vma_permits_fault)`,
+      );
+    }
+    const ret = await mm.handleMmFault(vma, address, flags);
+    if (ret & VM_FAULT_ERROR) throw faultErrno(ret, address, 0);
+    if (!(ret & VM_FAULT_RETRY)) return { unlocked };
+    if (!allowUnlock) {
+      mm.world.warnOn(true, "fixup_user_fault: VM_FAULT_RETRY without FAULT_FLAG_ALLOW_RETRY");
+      return { unlocked };
+    }
+    if (!mm.mmapLock.heldByCurrent()) await mm.mmapLock.readLock();
+    unlocked = true;
+    flags |= FAULT_FLAG_TRIED;
+    if (tries > 64) throw new KernelError("EFAULT", "fixup_user_fault: no progress");
+  }
 }

@@ -4,6 +4,7 @@ import { GUP_PIN_COUNTING_BIAS } from "../memory/page.ts";
 import { Kernel } from "../world.ts";
 import { AddressSpace, type VmFile } from "./address_space.ts";
 import {
+  fixupUserFault,
   FOLL_FORCE,
   FOLL_GET,
   FOLL_LONGTERM,
@@ -15,7 +16,7 @@ import {
   pinUserPagesFast,
   unpinUserPages,
 } from "./gup.ts";
-import { remapPfnRange } from "./memory.ts";
+import { followPfnmapEnd, followPfnmapStart, remapPfnRange, vmfInsertPfn } from "./memory.ts";
 import { MmStruct } from "./mm_struct.ts";
 import { MAP_PRIVATE, MAP_SHARED, PROT_READ } from "./vma.ts";
 
@@ -222,4 +223,45 @@ Deno.test("gup: error paths", async (t) => {
       p2p.put();
     }, KernelBug);
   });
+});
+
+Deno.test("fixup_user_fault: faults a VM_PFNMAP address in for follow_pfnmap users", async (t) => {
+  await t.step(
+    "fault in, then follow_pfnmap finds the pfn; -EFAULT for holes and forbidden writes",
+    async () => {
+      const w = new Kernel();
+      const mm = new MmStruct(w);
+      let retried = false;
+      const f: VmFile = {
+        mapping: new AddressSpace(w),
+        mmap(vma) {
+          vma.vmFlags |= 0x4000 | 0x400; // VM_IO | VM_PFNMAP
+          vma.vmOps = {
+            fault(vmf) {
+              if (!retried && (vmf.flags & (1 << 2))) {
+                retried = true;
+                vmf.vma.mm.mmapLock.readUnlock();
+                return 0x400; // VM_FAULT_RETRY
+              }
+              return vmfInsertPfn(vmf.vma, vmf.address, 0xabc00 + vmf.pgoff);
+            },
+          };
+        },
+      };
+      await w.runTask("kvm", async () => {
+        const a = await mm.mmap({ length: 2 * PAGE, file: f });
+        const ro = await mm.mmap({ length: PAGE, prot: PROT_READ });
+        await mm.mmapLock.readLock();
+        const r = await fixupUserFault(mm, a + PAGE, 0, true);
+        strictEqual(r.unlocked, true, "the handler dropped mmap_lock once");
+        ok(mm.mmapLock.heldByCurrent(), "and it is held again on return");
+        const got = followPfnmapStart({ vma: mm.vmaLookup(a)!, address: a + PAGE });
+        strictEqual(got.pfn, 0xabc01);
+        followPfnmapEnd(got);
+        await expectErrno(fixupUserFault(mm, 0x1000, 0), "EFAULT", /no VMA/);
+        await expectErrno(fixupUserFault(mm, ro, 1), "EFAULT", /vma_permits_fault/);
+        mm.mmapLock.readUnlock();
+      });
+    },
+  );
 });
