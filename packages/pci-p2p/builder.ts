@@ -246,12 +246,28 @@ interface Pending {
  */
 export function buildMachine(world: Kernel, spec: MachineSpec): PciFabric {
   const fabric = pciFabric(world);
-  if (fabric.devices.length > 0) {
+  if (fabric.devices.length > 0 || fabric.hostBridges.length > 0) {
     throw new KernelError("EEXIST", "buildMachine: this world already has a PCI fabric");
   }
   if (!spec || !Array.isArray(spec.hostBridges)) {
     throw new Error("machine spec: hostBridges must be an array");
   }
+  const acsEnable = fabric.acsEnable;
+  try {
+    return build(world, fabric, spec);
+  } catch (e) {
+    // a failed build leaves the world as it was: no devices, no claimed BARs
+    for (const d of fabric.devices) {
+      for (const b of d.bars) if (b?.mmio) world.mem.unregisterMmio(b.mmio);
+      if (d.registered) d.del();
+    }
+    fabric.reset();
+    fabric.acsEnable = acsEnable;
+    throw e;
+  }
+}
+
+function build(world: Kernel, fabric: PciFabric, spec: MachineSpec): PciFabric {
   fabric.name = spec.name ?? "machine";
   if (spec.cpu) {
     fabric.cpu = {

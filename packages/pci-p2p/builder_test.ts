@@ -16,6 +16,7 @@ import {
   nic,
   parseBdf,
   pciAllocP2pmem,
+  pciFabric,
   pcimP2pdmaInit,
   pciP2pdmaAddResource,
   pciP2pdmaDistanceMany,
@@ -133,6 +134,16 @@ Deno.test("malformed specs fail with the path of the bad node", async (t) => {
         /numVfs 3 > totalVfs 2/,
       ),
   );
+  await t.step("a failed build leaves the world unchanged and buildable", () => {
+    const w = new Kernel();
+    const bad = defaultMachineSpec();
+    bad.hostBridges[1]!.devices.push({ slot: 0 }); // devfn 00.0 twice on the second root bus
+    throws(() => buildMachine(w, bad), /used twice/);
+    strictEqual(pciFabric(w).devices.length, 0);
+    strictEqual(w.mem.mmioAt(0xc000_0000n), null);
+    const m = defaultMachine(w);
+    strictEqual(m.gpu.name, "0000:03:00.0");
+  });
   await t.step("a world has one fabric", () => {
     const w = new Kernel();
     defaultMachine(w);

@@ -66,6 +66,19 @@ export class PciFabric {
     this.#rng = (world.seed >>> 0) || 1;
   }
 
+  /** Forgets everything (the builder's rollback). */
+  reset(): void {
+    this.cpu = null;
+    this.hostBridges.length = 0;
+    this.devices.length = 0;
+    this.nvlinks.length = 0;
+    this.warnings.length = 0;
+    this.numaCpus.clear();
+    this.#byName.clear();
+    this.params = { noats: false, disableAcsRedir: [] };
+    this.name = "machine";
+  }
+
   /** Registers a function (builder only). */
   register(dev: PciDev): void {
     if (this.#byName.has(dev.name)) {
