@@ -31,3 +31,4 @@ export * from "./vcpu.ts";
 export * from "./hva.ts";
 export * from "./dmabuf_slot.ts";
 export * from "./create_vm.ts";
+export * from "./scenarios.ts";

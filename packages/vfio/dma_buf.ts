@@ -26,7 +26,8 @@
  *   "pinning allowed"); v7.1 has no `.pin`, so revocable pinned importers
  *   (iommufd) are fine;
  * - `map_dma_buf`: -ENODEV while revoked, else `dma_buf_phys_vec_to_sgt`
- *   with the BAR's P2P provider;
+ *   with the BAR's P2P provider (absent under the get_pfn RFC, whose vfio
+ *   patches had the P2P mapping code stripped);
  * - the pfn mechanisms the world enables (`dma-buf.pfn`): the RFC's
  *   `get_pfn` (-ENODEV revoked, -EINVAL past the end, `max_order` 0 as the
  *   RFC has it), the separate pfn attachment (memory model `revocable`,
@@ -53,6 +54,7 @@ import {
   dmaBufAttachRevocable,
   dmaBufExport,
   dmaBufMoveNotify,
+  dmaBufPfnVariant,
   type DmaBufOps,
   type DmaBufPfnRange,
   type DmaBufPhysList,
@@ -309,6 +311,12 @@ function makeOps(priv: VfioPciDmaBuf, v71: boolean): DmaBufOps {
     unmapPhys() {},
     mappingTypes: ["PAL", "SGT_P2P"],
   };
+  if (dmaBufPfnVariant(priv.vdev!.world) === "rfc-get-pfn") {
+    // The RFC carried Vivek's vfio patches with the P2P mapping code
+    // stripped: get_pfn only, no map_dma_buf.
+    delete ops.mapDmaBuf;
+    delete ops.unmapDmaBuf;
+  }
   if (!v71) {
     ops.pin = () => {
       throw new KernelError(

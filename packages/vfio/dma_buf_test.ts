@@ -20,7 +20,7 @@ const GiB = 2 ** 30;
 const errno = (c: string) => (e: unknown) => (e as { code?: string }).code === c;
 
 function setup(variants: Record<string, string>) {
-  const world = new Kernel({ variants: { "dma-buf.pfn": "rfc-get-pfn", ...variants } });
+  const world = new Kernel({ variants: { "dma-buf.pfn": "pfn-attachment", ...variants } });
   const m = defaultMachine(world);
   const vdev = new VfioPciCoreDevice(world, m.gpu);
   return { world, m, vdev };
