@@ -535,6 +535,18 @@ Deno.test("mm: faults through vm_ops", async (t) => {
         strictEqual(mm.translate(al + 5 * PAGE), null);
         strictEqual(mm.pgtable.entries, 0);
         strictEqual(VM_FAULT_NOPAGE, 0x100);
+        // Refault huge, then munmap one page inside the block: the split drops the PMD and
+        // later faults fall back to 4 KiB entries (the block no longer fits one VMA).
+        await mm.read(al, 1);
+        ok(mm.translate(al)!.huge);
+        await mm.munmap(al + 3 * PAGE, PAGE);
+        strictEqual(mm.translate(al), null);
+        await mm.read(al, 1);
+        const small = mm.translate(al)!;
+        ok(!small.huge);
+        strictEqual(small.pfn, 0x40000 + (al - a) / PAGE);
+        await expectErrno(mm.read(al + 3 * PAGE, 1), "EFAULT");
+        deepStrictEqual(w.check(), []);
       });
     },
   );
