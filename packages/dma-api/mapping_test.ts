@@ -19,6 +19,11 @@ import {
   dmaDevSetup,
   dmaFreeCoherent,
   dmaGetMergeBoundary,
+  dmaIovaDestroy,
+  dmaIovaLink,
+  DmaIovaState,
+  dmaIovaSync,
+  dmaIovaTryAlloc,
   dmaMapPage,
   dmaMapPhys,
   dmaMappingError,
@@ -298,6 +303,22 @@ Deno.test("P2P: pci_p2pdma_state per mapping", async (t) => {
     strictEqual(dec(world.mem.read(p2p, 8)), "via root");
     dmaUnmapSgtable(m.nic, sgt, "DMA_FROM_DEVICE");
   });
+
+  await t.step(
+    "IOVA API with DMA_ATTR_MMIO for host-bridge P2P (dma_buf_phys_vec_to_sgt's path)",
+    () => {
+      const { world, m, p2p } = p2pWorld(true);
+      const st = new DmaIovaState();
+      ok(dmaIovaTryAlloc(m.nic, st, p2p, 8192));
+      dmaIovaLink(m.nic, st, p2p, 0, 8192, "DMA_BIDIRECTIONAL", DMA_ATTR_MMIO);
+      dmaIovaSync(m.nic, st, 0, 8192);
+      const leaf = iommuCoreOf(world)!.domainFor(m.nic)!.pgtable!.lookup(st.addr)!;
+      ok(leaf.bits & (1 << 10), "IOMMU_MMIO");
+      deviceDmaWrite(m.nic, st.addr + 4096, enc("iova p2p"));
+      strictEqual(dec(world.mem.read(p2p + 4096, 8)), "iova p2p");
+      dmaIovaDestroy(m.nic, st, 8192, "DMA_BIDIRECTIONAL", DMA_ATTR_MMIO);
+    },
+  );
 
   await t.step("NOT_SUPPORTED: -EREMOTEIO from dma_map_sgtable, 0 from dma_map_sg", () => {
     const { world, p2p } = p2pWorld(false);
