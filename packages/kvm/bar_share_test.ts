@@ -5,7 +5,8 @@
  * form. The table at the end is printed and kept in the README.
  */
 import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
-import { ChooserPolicy, Kernel, type PickContext, type Task } from "@dmalab/kernel";
+import { ChooserPolicy, Kernel, type PickContext, RandomPolicy, type Task } from "@dmalab/kernel";
+import { explore } from "@dmalab/explorer";
 import { IommuFaultError } from "@dmalab/iommu";
 import {
   deviceDmaRead,
@@ -21,6 +22,8 @@ import {
   type BarShare,
   barShareInvariant,
   barShareName,
+  barShareScenario,
+  barShareScenarios,
   barShareVariants,
   type DmabufBacking,
   type FaultContext,
@@ -258,4 +261,31 @@ Deno.test("table: which configurations keep the invariants", () => {
   ];
   if (Deno.env.get("DMALAB_PRINT_TABLE")) console.log(lines.join("\n"));
   strictEqual(table.length, BAR_SHARE_CONFIGS.length);
+});
+
+Deno.test("explorer: guest access vs reset keeps the invariant in every explored schedule", async (t) => {
+  for (const sc of barShareScenarios()) {
+    await t.step(sc.name, async () => {
+      const r = await explore(sc, { maxSchedules: 40, bound: 2, timeLimitMs: 15000 });
+      strictEqual(r.failure, null, r.failure ? `${r.failure.kind}: ${r.failure.command}` : "");
+    });
+  }
+});
+
+Deno.test("seeded random schedules keep the invariant", async (t) => {
+  for (const o of BAR_SHARE_CONFIGS) {
+    await t.step(barShareName(o), async () => {
+      for (const seed of [1, 2, 3, 4, 5]) {
+        const sc = barShareScenario(o);
+        const world = new Kernel({ ...sc.worldOptions, policy: new RandomPolicy(seed) });
+        const st = sc.build(world);
+        const seen: string[] = [];
+        world.sched.observer = () => seen.push(...(sc.invariants?.(world, st) ?? []));
+        await world.run();
+        deepStrictEqual(seen, []);
+        deepStrictEqual(sc.check?.(world, st) ?? [], []);
+        strictEqual(st.accesses.length, 3);
+      }
+    });
+  }
 });

@@ -74,6 +74,9 @@ export class KvmExit extends Error {
   }
 }
 
+/** Virtual time of one guest re-entry after RET_PF_RETRY, ns. */
+export const RETRY_NS = 1000;
+
 /** Bound on RET_PF_RETRY loops before the model reports a livelock. */
 const MAX_RETRIES = 10_000;
 
@@ -179,6 +182,13 @@ export class KvmVcpu {
           "WARN",
           `WARNING: ${kvm.name}: vcpu ${this.id} page fault livelock at gfn 0x${gfn.toString(16)}`,
         );
+      }
+      if (tries > 0) {
+        // RET_PF_RETRY: back into the guest, which faults again. Entering
+        // and leaving the guest takes time, and other CPUs run meanwhile
+        // (an invalidation in progress finishes), so the retry sleeps a
+        // vmexit's worth of virtual time rather than spinning.
+        await kvm.world.sched.sleepNs(RETRY_NS, "RET_PF_RETRY");
       }
       await kvm.world.sched.preempt("kvm_mmu_page_fault", kvm.id);
       const slot = kvm.gfnToMemslot(gfn);
