@@ -63,6 +63,8 @@ export interface IommuSetupOptions {
   units?: IommuUnitOptions[];
   /** Unit layout when `units` is not given. */
   per?: "host-bridge" | "segment";
+  /** Options (IOTLB reach and costs, device TLB, ATS) for the units made by default. */
+  unitDefaults?: Omit<IommuUnitOptions, "name" | "segments" | "hostBridges" | "covers">;
   /** Page-table shape for domains the core allocates. */
   domain?: IommuDomainOptions;
   /** Flush queue shape for lazy domains. */
@@ -479,10 +481,14 @@ export function iommuSetup(world: Kernel, options: IommuSetupOptions = {}): Iomm
     for (const u of options.units) core.addUnit(u);
   } else if (options.per === "segment") {
     const segs = [...new Set(fabric.hostBridges.map((h) => h.domain))];
-    for (const s of segs.length ? segs : [0]) core.addUnit({ segments: [s] });
+    for (const s of segs.length ? segs : [0]) {
+      core.addUnit({ ...options.unitDefaults, segments: [s] });
+    }
   } else {
-    for (const h of fabric.hostBridges) core.addUnit({ hostBridges: [h.name] });
-    if (fabric.hostBridges.length === 0) core.addUnit({ segments: [0] });
+    for (const h of fabric.hostBridges) {
+      core.addUnit({ ...options.unitDefaults, hostBridges: [h.name] });
+    }
+    if (fabric.hostBridges.length === 0) core.addUnit({ ...options.unitDefaults, segments: [0] });
   }
   pciRequestAcs(world);
   for (const d of fabric.devices) pciEnableAcs(d);

@@ -135,6 +135,11 @@ Deno.test("default domains follow iommu.passthrough and iommu.strict", async (t)
     const io2 = iommuSetup(w2, { per: "segment" });
     strictEqual(io2.units.length, 1);
     strictEqual(io2.devIommu(m2.nic2)!.unit, io2.devIommu(m2.nic)!.unit);
+    const w3 = new Kernel();
+    defaultMachine(w3);
+    const io3 = iommuSetup(w3, { unitDefaults: { iotlb: { reach: 512, missPenaltyNs: 300 } } });
+    strictEqual(io3.units[1]!.iotlb.reach, 512);
+    strictEqual(io3.units[1]!.iotlb.missPenaltyNs, 300);
   });
 });
 
