@@ -97,6 +97,7 @@ Deno.test("iommu groups from the PCI topology (pci_device_group)", async (t) => 
     throws(() => io.attachGroup(d2, group), (e) => isErrno(e, "EBUSY"));
     io.detachGroup(d, group);
     strictEqual(io.domainFor(g), group.defaultDomain);
+    deepStrictEqual(world.check(), []);
     d.free();
     d2.free();
   });
