@@ -50,3 +50,5 @@ export * from "./heap/system_heap.ts";
 export * from "./pfn/types.ts";
 export * from "./buf/revoke.ts";
 export * from "./udmabuf/udmabuf.ts";
+export * from "./virtio/virtio_dma_buf.ts";
+export * from "./sg/phys_vec.ts";
