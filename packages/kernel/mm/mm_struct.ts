@@ -85,6 +85,7 @@ import {
   VM_WRITE,
   Vma,
   type VmFault,
+  vmGetPageProt,
   type VmOperations,
 } from "./vma.ts";
 
@@ -745,6 +746,112 @@ export class MmStruct {
     await this.#doMunmap(oldAddr, oldAddr + oLen);
     moved.vmOps?.mremap?.(moved);
     return target;
+  }
+
+  /**
+   * `mprotect(2)`: -EINVAL for an unaligned address or unknown prot bits,
+   * -ENOMEM when part of the range is not mapped, -EACCES when a VMA may not
+   * get the access (`VM_MAY*` missing, e.g. PROT_WRITE on a shared mapping
+   * of a read-only file); a `may_split` refusal fails the call. Unlike the
+   * kernel, which can leave earlier VMAs changed when a later one fails,
+   * every check runs before anything changes. Existing PTEs are rewritten
+   * between `invalidate_range_start/end` with event `protection_vma`: write
+   * is dropped at once; added write shows up at once in shared mappings and
+   * on exclusive anonymous pages (`can_change_pte_writable`); other private
+   * pages keep copy-on-write.
+   */
+  async mprotect(addr: number, length: number, prot: number): Promise<void> {
+    if (addr % PAGE !== 0 || addr < 0) {
+      throw new KernelError("EINVAL", `mprotect: address 0x${addr.toString(16)} not page aligned`);
+    }
+    if (prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC)) {
+      throw new KernelError("EINVAL", `mprotect: unknown prot bits 0x${prot.toString(16)}`);
+    }
+    if (length === 0) return;
+    const end = addr + pageAlignUp(length);
+    if (end <= addr || end > TASK_SIZE) {
+      throw new KernelError("ENOMEM", "mprotect: range overflows");
+    }
+    await this.mmapLock.writeLock();
+    try {
+      const hit = this.#overlapping(addr, end);
+      let at = addr;
+      for (const v of hit) {
+        if (v.vmStart > at) break;
+        at = v.vmEnd;
+      }
+      if (hit.length === 0 || at < end) {
+        throw new KernelError(
+          "ENOMEM",
+          `mprotect: 0x${addr.toString(16)}-0x${end.toString(16)} is not fully mapped`,
+        );
+      }
+      const want = protToVm(prot);
+      for (const v of hit) {
+        const newFlags = want | (v.vmFlags & ~(VM_READ | VM_WRITE | VM_EXEC));
+        // (newflags & ~(newflags >> 4)) & VM_ACCESS_FLAGS: an access without its VM_MAY* bit.
+        if ((newFlags & ~(newFlags >> 4)) & (VM_READ | VM_WRITE | VM_EXEC)) {
+          throw new KernelError(
+            "EACCES",
+            `mprotect: ${v} may not become ${prot & PROT_WRITE ? "writable" : "accessible"}`,
+          );
+        }
+      }
+      const first = hit[0]!;
+      const last = hit[hit.length - 1]!;
+      if (first.vmStart < addr) this.#checkSplit(first, addr);
+      if (last.vmEnd > end) this.#checkSplit(last, end);
+      if (first.vmStart < addr) await this.#splitVma(first, addr, true);
+      const tail = this.#overlapping(addr, end).at(-1)!;
+      if (tail.vmEnd > end) await this.#splitVma(tail, end, false);
+      for (const v of this.#overlapping(addr, end)) {
+        v.vmFlags = want | (v.vmFlags & ~(VM_READ | VM_WRITE | VM_EXEC));
+        const cache = v.vmPageProt & ~(PGPROT_READ | PGPROT_WRITE | 4);
+        v.vmPageProt = vmGetPageProt(v.vmFlags) | cache;
+        await this.#changeProtection(v);
+      }
+    } finally {
+      this.mmapLock.writeUnlock();
+    }
+  }
+
+  #exclusiveAnon(pte: PteValue): boolean {
+    if (pte.special) return false;
+    const page = this.world.mem.pfnToPage(pte.pfn);
+    return page !== null && page.isAnon && page.refcount === 1;
+  }
+
+  /** `change_protection`: rewrites the PTEs of `vma` to its new `vm_page_prot`. */
+  async #changeProtection(vma: Vma): Promise<void> {
+    const entries = [...this.pgtable.range(vma.vmStart / PAGE, vma.vmEnd / PAGE)];
+    if (entries.length === 0) return;
+    const range = this.#range(vma.vmStart, vma.vmEnd, "protection_vma");
+    const subs = this.#subs;
+    if (subs) await subs.invalidateRangeStart(range);
+    try {
+      this.ptl.lock();
+      try {
+        const shared = (vma.vmFlags & VM_SHARED) !== 0;
+        for (const [vpn, e, huge] of entries) {
+          const old = decodePte(e);
+          let p = (vma.vmPageProt & ~PGPROT_WRITE) | (old.prot & ~(PGPROT_READ | PGPROT_WRITE | 4));
+          // can_change_pte_writable: shared mappings, or an exclusive anonymous page.
+          const wantWrite = (vma.vmFlags & VM_WRITE) !== 0;
+          if (wantWrite && (shared || old.writable || this.#exclusiveAnon(old))) p |= PGPROT_WRITE;
+          const next = ptePatch(e, p);
+          if (huge) {
+            this.pgtable.clearHuge(vpn);
+            this.pgtable.setHuge(vpn, next);
+          } else {
+            this.pgtable.set(vpn, next);
+          }
+        }
+      } finally {
+        this.ptl.unlock();
+      }
+    } finally {
+      if (subs) await subs.invalidateRangeEnd(range);
+    }
   }
 
   // ---- zapping -----------------------------------------------------------

@@ -246,6 +246,43 @@ Deno.test("mm: mmap/munmap/mremap rules", async (t) => {
       strictEqual(mm.vmas.length, 0);
     });
   });
+  await t.step("mprotect: drops write in PTEs at once, splits, and checks VM_MAY*", async () => {
+    const w = new Kernel();
+    const mm = new MmStruct(w);
+    const events: string[] = [];
+    const { MmuNotifier } = await import("./mmu_notifier.ts");
+    const sub = new MmuNotifier({ invalidateRangeStart: (_s, r) => void events.push(r.event) });
+    await w.runTask("app", async () => {
+      await sub.register(mm);
+      const a = await mm.mmap({ length: 3 * PAGE });
+      await mm.write(a + PAGE, new Uint8Array([1]));
+      await mm.mprotect(a + PAGE, PAGE, PROT_READ);
+      deepStrictEqual(mm.vmas.map((v) => (v.vmEnd - v.vmStart) / PAGE), [1, 1, 1]);
+      strictEqual(mm.translate(a + PAGE)!.writable, false);
+      deepStrictEqual(events, ["protection_vma"]);
+      await expectErrno(mm.write(a + PAGE, new Uint8Array([2])), "EFAULT", /SEGV_ACCERR/);
+      deepStrictEqual([...await mm.read(a + PAGE, 1)], [1]);
+      await mm.mprotect(a + PAGE, PAGE, PROT_READ | PROT_WRITE);
+      strictEqual(
+        mm.translate(a + PAGE)!.writable,
+        true,
+        "an exclusive anonymous page keeps its write bit",
+      );
+      await mm.write(a + PAGE, new Uint8Array([2]));
+      // Errors: nothing changes.
+      const before = mm.maps();
+      await expectErrno(mm.mprotect(a + 1, PAGE, PROT_READ), "EINVAL");
+      await expectErrno(mm.mprotect(a, PAGE, 0x40), "EINVAL");
+      await expectErrno(mm.mprotect(a, 4 * PAGE, PROT_READ), "ENOMEM");
+      strictEqual(mm.maps(), before);
+      strictEqual(mm.translate(a + PAGE)!.writable, true);
+      const ro: VmFile = { mapping: new AddressSpace(w), writable: false, mmap() {} };
+      const r = await mm.mmap({ length: PAGE, file: ro, prot: PROT_READ, flags: MAP_SHARED });
+      const before2 = mm.maps();
+      await expectErrno(mm.mprotect(r, PAGE, PROT_READ | PROT_WRITE), "EACCES");
+      strictEqual(mm.maps(), before2);
+    });
+  });
   await t.step("mremap: shrink, grow in place, move keeps data, PFNMAP cannot grow", async () => {
     const w = new Kernel();
     const mm = new MmStruct(w);
