@@ -138,6 +138,8 @@ export interface FnSpec {
   numaNode?: number;
   /** Functions below a bridge. */
   children?: FnSpec[];
+  /** Marks this function as a VF of the named PF (VFs read from sysfs). */
+  physfn?: string;
 }
 
 /** A host bridge in a spec. */
@@ -283,6 +285,7 @@ function build(world: Kernel, fabric: PciFabric, spec: MachineSpec): PciFabric {
   };
   if (spec.iommu) pciRequestAcs(world);
   const nextBus = new Map<number, number>();
+  const vfLinks: Ctx["vfLinks"] = [];
   spec.hostBridges.forEach((hb, i) => {
     const path = `hostBridges[${i}]`;
     const domain = hb.domain ?? 0;
@@ -298,12 +301,19 @@ function build(world: Kernel, fabric: PciFabric, spec: MachineSpec): PciFabric {
       : defaultWindows(i);
     const host = new PciHostBridge(domain, busNr, hb.numaNode ?? 0, windows);
     fabric.hostBridges.push(host);
-    const ctx: Ctx = { world, fabric, counter: busNr, bars: [] };
+    const ctx: Ctx = { world, fabric, counter: busNr, bars: [], vfLinks };
     scanBus(ctx, host.bus, hb.devices ?? [], path);
     host.bus.subordinate = ctx.counter;
     nextBus.set(domain, Math.max(nextBus.get(domain) ?? 0, ctx.counter + 1));
     assignBars(ctx, host);
   });
+  for (const { vf, pf, path } of vfLinks) {
+    const p = fabric.get(pf);
+    if (!p || p === vf || p.isVirtfn) throw new Error(`${path}.physfn: no PF named ${pf}`);
+    vf.isVirtfn = true;
+    vf.physfn = p;
+    p.virtfns.push(vf);
+  }
   for (const l of spec.nvlinks ?? []) {
     fabric.nvlinks.push({ a: l.a, b: l.b, count: l.count, viaSwitch: l.viaSwitch ?? false });
   }
@@ -324,6 +334,7 @@ interface Ctx {
   fabric: PciFabric;
   counter: number;
   bars: Pending[];
+  vfLinks: { vf: PciDev; pf: string; path: string }[];
 }
 
 function inferType(spec: FnSpec, bus: PciBus): PciDevType {
@@ -394,6 +405,7 @@ function scanBus(ctx: Ctx, bus: PciBus, specs: FnSpec[], path: string): void {
       ...(spec.numaNode !== undefined ? { numaNode: spec.numaNode } : {}),
     });
     configure(ctx, dev, spec, p);
+    if (spec.physfn !== undefined) ctx.vfLinks.push({ vf: dev, pf: spec.physfn, path: p });
     bus.devices.push(dev);
     try {
       ctx.fabric.register(dev);

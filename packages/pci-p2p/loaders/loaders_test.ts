@@ -360,9 +360,21 @@ function makeSysfs(root: string, redirect: boolean) {
     bar: [0x200400000000n, 1n << 25n],
     ats: true,
   });
+  Deno.writeTextFileSync(`${d1}/0000:04:00.0/sriov_totalvfs`, "8\n");
+  writeDev(`${d1}/0000:04:00.2`, { cls: 0x020700, vendor: 0x15b3, device: 0x101e, ats: true });
+  Deno.symlinkSync("../0000:04:00.0", `${d1}/0000:04:00.2/physfn`);
   Deno.mkdirSync(`${root}/bus/pci/devices`, { recursive: true });
   for (
-    const p of [`${h}/0000:00:00.0`, rp, usp, d0, d1, `${d0}/0000:03:00.0`, `${d1}/0000:04:00.0`]
+    const p of [
+      `${h}/0000:00:00.0`,
+      rp,
+      usp,
+      d0,
+      d1,
+      `${d0}/0000:03:00.0`,
+      `${d1}/0000:04:00.0`,
+      `${d1}/0000:04:00.2`,
+    ]
   ) {
     Deno.symlinkSync(p, `${root}/bus/pci/devices/${p.split("/").pop()}`);
   }
@@ -387,6 +399,9 @@ Deno.test("sysfs: hierarchy and flat bus/pci/devices give the same machine", () 
     deepStrictEqual(gpu.link, { gen: 4, width: 16, capGen: 5, capWidth: 16 });
     strictEqual(f.dev("0000:02:00.0").type, "switch_downstream");
     strictEqual(f.dev("0000:02:00.0").acsCtrl, PCI_ACS_RR | PCI_ACS_CR);
+    const vf = f.dev("0000:04:00.2");
+    ok(vf.isVirtfn && vf.physfn === nic && nic.virtfns[0] === vf);
+    strictEqual(nic.sriovTotalVfs, 8);
     const r = calcMapTypeAndDist(gpu, nic, true);
     deepStrictEqual([mapTypeName(r.mapType), r.dist], ["THRU_HOST_BRIDGE", 4]);
     ok(world.dmesg.includes("pci=disable_acs_redir=0000:02:00.0"));

@@ -329,6 +329,20 @@ export function loadSysfsTree(root: string, opts: SysfsOptions = {}): MachineSpe
       if (!(err instanceof Deno.errors.NotFound)) throw err;
     }
     const children = kids.get(e.bdf) ?? [];
+    let physfn: string | undefined;
+    try {
+      const target = Deno.readLinkSync(join(e.dir, "physfn"));
+      physfn = target.split("/").filter((x) => x !== "").pop();
+      if (!physfn || !BDF_RE.test(physfn)) {
+        throw new SysfsParseError(
+          join(e.dir, "physfn"),
+          `link ${target} does not name a PCI function`,
+        );
+      }
+    } catch (err) {
+      if (err instanceof SysfsParseError) throw err;
+    }
+    const totalVfs = intAttr(e.dir, "sriov_totalvfs");
     const sec = intAttr(e.dir, "secondary_bus_number");
     const bridge = (classCode !== undefined && classCode >> 8 === 0x0604) || children.length > 0;
     const spec: FnSpec = {
@@ -349,6 +363,8 @@ export function loadSysfsTree(root: string, opts: SysfsOptions = {}): MachineSpe
     if (caps.ats) spec.ats = { queueDepth: caps.ats.queueDepth, pageAligned: caps.ats.pageAligned };
     if (caps.pasid) spec.pasid = caps.pasid;
     if (caps.pri) spec.pri = caps.pri;
+    if (physfn !== undefined) spec.physfn = physfn;
+    if (totalVfs !== undefined && totalVfs > 0) spec.sriov = { totalVfs };
     if (bridge) {
       const childBus = children.length
         ? parseInt(BDF_RE.exec(children[0]!.bdf)![2]!, 16)
