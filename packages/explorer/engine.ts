@@ -170,15 +170,21 @@ export class StallGuard {
   }
 }
 
-class InvariantViolation extends Error {
+// Plain classes, not Errors: a stack trace costs about as much as a short run,
+// and these end many runs of an exploration.
+class InvariantViolation {
   readonly violations: string[];
   constructor(violations: string[]) {
-    super(violations[0]);
     this.violations = violations;
   }
 }
 
-class Livelock extends Error {}
+class Livelock {
+  readonly message: string;
+  constructor(message: string) {
+    this.message = message;
+  }
+}
 
 const PRUNED: unique symbol = Symbol("pruned");
 

@@ -2,7 +2,8 @@
  * DOC: explorer benchmarks, and the comparison with fast-check's scheduler
  *
  * `deno bench -A packages/explorer/explorer_bench.ts` times the workloads;
- * `deno run -A packages/explorer/explorer_bench.ts` prints the comparison
+ * `deno run -A --v8-flags=--expose-gc packages/explorer/explorer_bench.ts`
+ * prints the comparison
  * table of the README: the two-task lost-update race explored by this
  * package (depth-first, preemption bound 2) against the same race under
  * `fc.scheduler()` (fast-check 4), measured in the same process:
@@ -14,15 +15,19 @@
  *   prefixes of those orders, 19 with the empty one) has been seen, as
  *   states/s.
  *
- * Single-threaded, one process; the machine is shared, so the runner
- * repeats each measurement and keeps the median.
+ * Single-threaded, one process. Rates are per CPU-second of this process
+ * (`process.cpuUsage`, user + system), so other load on a shared machine
+ * slows both sides alike; the runner repeats each measurement and keeps the
+ * median.
  *
  * @module
  */
 import fc from "fast-check";
+import process from "node:process";
 import { explore } from "./explore.ts";
 import { NO_RAM, type Scenario } from "./scenario.ts";
-import { counterRace } from "./scenarios/counter.ts";
+import { counterRace, counterScenario } from "./scenarios/counter.ts";
+import { wwWaitDie } from "./scenarios/ww_mutex.ts";
 
 /** Interleavings of two tasks of `steps` steps each: C(2 steps, steps). */
 function interleavings(steps: number): number {
@@ -34,6 +39,12 @@ function interleavings(steps: number): number {
 /** Nodes of their interleaving tree (every prefix, the empty one too): C(2 steps + 2, steps + 1) - 1. */
 function treeStates(steps: number): number {
   return interleavings(steps + 1) - 1;
+}
+
+/** CPU milliseconds (user + system) used by this process so far. */
+function cpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
 }
 
 function prefixes(order: string, into: Set<string>): void {
@@ -49,7 +60,7 @@ class Cover {
   coveredMs = -1;
   runs = 0;
   coverRuns = 0;
-  readonly #t0 = performance.now();
+  readonly #t0 = cpuMs();
   constructor(increments: number) {
     this.wantOrders = interleavings(2 * increments);
     this.wantStates = treeStates(2 * increments);
@@ -62,12 +73,12 @@ class Cover {
       this.coveredMs < 0 && this.orders.size === this.wantOrders &&
       this.states.size === this.wantStates
     ) {
-      this.coveredMs = performance.now() - this.#t0;
+      this.coveredMs = cpuMs() - this.#t0;
       this.coverRuns = this.runs;
     }
   }
   get elapsedMs(): number {
-    return performance.now() - this.#t0;
+    return cpuMs() - this.#t0;
   }
 }
 
@@ -125,18 +136,28 @@ async function fcRace(s: fc.Scheduler, increments = 1): Promise<string> {
   return st.order;
 }
 
-/** Explores the race exhaustively within bound 2 (no stop at the failure). */
-export async function exploreRace(): Promise<{ schedules: number; states: number }> {
-  const r = await explore(counterRace, { bound: 2, stopOnFailure: false, minimize: false });
+const races = new Map<number, Scenario<unknown>>();
+
+/**
+ * Explores the race (`increments` per task) within preemption bound 2 with
+ * sleep sets, without stopping at the failure: every schedule is run.
+ */
+export async function exploreRace(increments = 1): Promise<{ schedules: number; states: number }> {
+  let sc = races.get(increments);
+  if (!sc) {
+    sc = counterScenario({ name: `counter-race-x${increments}`, increments }) as Scenario<unknown>;
+    races.set(increments, sc);
+  }
+  const r = await explore(sc, { bound: 2, stopOnFailure: false, minimize: false });
   return { schedules: r.schedules, states: r.states };
 }
 
-/** `numRuns` fast-check scheduler runs of the race. */
-export async function fastCheckRace(numRuns: number, seed = 42): Promise<number> {
+/** `numRuns` fast-check scheduler runs of the race (`increments` per task). */
+export async function fastCheckRace(numRuns: number, increments = 1, seed = 42): Promise<number> {
   let runs = 0;
   await fc.assert(
     fc.asyncProperty(fc.scheduler(), async (s) => {
-      await fcRace(s);
+      await fcRace(s, increments);
       runs++;
       return true;
     }),
@@ -183,9 +204,8 @@ Deno.bench("fast-check fc.scheduler counter race, 14 runs", async () => {
   await fastCheckRace(14);
 });
 
-Deno.bench("explore ww-wait-die, DFS bound 2 (3 tasks x 3 ww_mutexes)", async () => {
-  const { wwWaitDie } = await import("./scenarios/ww_mutex.ts");
-  await explore(wwWaitDie, { bound: 2 });
+Deno.bench("explore ww-wait-die, DFS bound 1 (3 tasks x 3 ww_mutexes)", async () => {
+  await explore(wwWaitDie, { bound: 1 });
 });
 
 function median(xs: number[]): number {
@@ -193,47 +213,56 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
+/** Units of work per CPU-second, running `step` for about `seconds` of CPU time. */
 async function rateOf(seconds: number, step: () => Promise<number>): Promise<number> {
+  // start each window on a collected heap (run with --v8-flags=--expose-gc),
+  // so neither side pays for the other's garbage
+  (globalThis as { gc?: () => void }).gc?.();
   let n = 0;
-  const t0 = performance.now();
-  while (performance.now() - t0 < seconds * 1000) n += await step();
-  return n / ((performance.now() - t0) / 1000);
+  const t0 = cpuMs();
+  while (cpuMs() - t0 < seconds * 1000) n += await step();
+  return n / ((cpuMs() - t0) / 1000);
 }
 
 /** Measures and prints the README table. */
 async function table(): Promise<void> {
   const fmt = (x: number) => Math.round(x).toLocaleString("en-US");
-  // warm both up
-  await rateOf(3, async () => (await exploreRace()).schedules);
-  await rateOf(3, () => fastCheckRace(100));
-  const ours: number[] = [];
-  const oursStates: number[] = [];
-  const theirs: number[] = [];
-  for (let i = 0; i < 7; i++) {
-    let states = 0;
-    let t = performance.now();
-    ours.push(
-      await rateOf(1, async () => {
-        const r = await exploreRace();
-        states += r.states;
-        return r.schedules;
-      }),
-    );
-    t = (performance.now() - t) / 1000;
-    oursStates.push(states / t);
-    theirs.push(await rateOf(1, () => fastCheckRace(100)));
-  }
-  const r1 = median(ours);
-  const r2 = median(theirs);
   console.log(
     "| two-task lost-update race | @dmalab/explorer | fast-check `fc.scheduler()` | ratio |",
   );
   console.log("| --- | ---: | ---: | ---: |");
-  console.log(
-    `| 1 increment each: schedules/s (fast-check: runs/s) | ${fmt(r1)} | ${fmt(r2)} | ${
-      (r1 / r2).toFixed(1)
-    }x |`,
-  );
+  const stateRates: string[] = [];
+  for (const increments of [1, 3]) {
+    // each side in its own block after its own warm-up: switching between
+    // them costs either a second of re-optimisation
+    const ours: number[] = [];
+    const oursStates: number[] = [];
+    await rateOf(3, async () => (await exploreRace(increments)).schedules);
+    for (let i = 0; i < 5; i++) {
+      let states = 0;
+      const t = cpuMs();
+      ours.push(
+        await rateOf(1, async () => {
+          const r = await exploreRace(increments);
+          states += r.states;
+          return r.schedules;
+        }),
+      );
+      oursStates.push(states / ((cpuMs() - t) / 1000));
+    }
+    const theirs: number[] = [];
+    await rateOf(3, () => fastCheckRace(50, increments));
+    for (let i = 0; i < 5; i++) theirs.push(await rateOf(1, () => fastCheckRace(50, increments)));
+    const r1 = median(ours);
+    const r2 = median(theirs);
+    console.log(
+      `| ${increments} increment${increments === 1 ? "" : "s"} each (${4 * increments} steps): ` +
+        `schedules per CPU-second (fast-check: runs) | ${fmt(r1)} | ${fmt(r2)} | ${
+          (r1 / r2).toFixed(1)
+        }x |`,
+    );
+    stateRates.push(`${increments}: ${fmt(median(oursStates))}`);
+  }
   for (const increments of [1, 3]) {
     const budget = increments === 1 ? 2000 : 20000;
     const mine: Cover[] = [];
@@ -268,8 +297,8 @@ async function table(): Promise<void> {
     );
   }
   console.log(
-    `\nexplorer fingerprint states/s while exploring (1 increment each, repeated explorations): ${
-      fmt(median(oursStates))
+    `\nexplorer fingerprint states per CPU-second while exploring (by increments): ${
+      stateRates.join(", ")
     }`,
   );
 }
