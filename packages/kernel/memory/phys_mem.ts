@@ -697,7 +697,13 @@ export class PhysMem {
     pgmap.dying = true;
     await this.#pgmapWq.waitEvent(() => pgmap.activePages === 0);
     this.#pgmaps = this.#pgmaps.filter((p) => p !== pgmap);
-    for (let pfn = pgmap.startPfn; pfn < pgmap.endPfn; pfn++) this.#pages.delete(pfn);
+    if (pgmap.nrPages <= this.#pages.size) {
+      for (let pfn = pgmap.startPfn; pfn < pgmap.endPfn; pfn++) this.#pages.delete(pfn);
+    } else {
+      for (const pfn of [...this.#pages.keys()]) {
+        if (pfn >= pgmap.startPfn && pfn < pgmap.endPfn) this.#pages.delete(pfn);
+      }
+    }
   }
 
   /** Registered page maps. */
