@@ -15,15 +15,16 @@ function experiment(
 ): { missRate: number; extraNs: number } {
   const world = new Kernel({ variants: { "dma-api.debug": "0" } });
   const m = defaultMachine(world);
-  iommuSetup(world, { strict: true, unitDefaults: { ats: false } });
+  iommuSetup(world, {
+    strict: true,
+    unitDefaults: { ats: false },
+    ...(hugePages ? {} : { domain: { pgsizeBitmap: 4096 } }),
+  });
   m.nic.setMaskAndCoherent(dmaBitMask(64));
   const len = Math.max(windowBytes, 2 ** 21);
   // buddy blocks are at most 4 MiB: map the window in 4 MiB chunks
   const chunk = Math.min(len, 4 * 2 ** 20);
   const chunks = len / chunk;
-  const dom = iommuCoreOf(world)!.domainFor(m.nic)!;
-  if (!hugePages) dom.pgsizeBitmap = 4096;
-  dom.pgtable!.domainPgsizeBitmap = dom.pgsizeBitmap;
   const addrs: bigint[] = [];
   for (let c = 0; c < chunks; c++) {
     const p = world.mem.allocPages(Math.log2(chunk / 4096))!.pfn * 4096;
