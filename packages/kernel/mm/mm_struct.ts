@@ -868,35 +868,25 @@ export class MmStruct {
    * cleared whole (a pfnmap PMD is never split, it refaults).
    */
   clearPtes(vma: Vma, start: number, end: number, skipCows: boolean): number {
-    let n = 0;
+    const mem = this.world.mem;
     this.ptl.lock();
     try {
-      const entries = [...this.pgtable.range(start / PAGE, end / PAGE)];
-      for (const [vpn, e, huge] of entries) {
-        if (huge) {
-          this.pgtable.clearHuge(vpn);
-          n++;
-          continue;
-        }
+      return this.pgtable.clearRange(start / PAGE, end / PAGE, (_vpn, e, huge) => {
+        if (huge) return false;
         const pte = decodePte(e);
-        if (!pte.special) {
-          const page = this.world.mem.pfnToPage(pte.pfn);
-          if (skipCows && page?.isAnon) continue;
-          this.pgtable.clear(vpn);
-          if (page) {
-            page.mapcount--;
-            page.put();
-          }
-        } else {
-          this.pgtable.clear(vpn);
-        }
-        n++;
-      }
+        if (pte.special) return false;
+        const page = mem.pfnToPage(pte.pfn);
+        if (!page) return false;
+        if (skipCows && page.isAnon) return true;
+        // Drop the mapping's reference once the PTE is gone (clearRange clears right after).
+        page.mapcount--;
+        page.put();
+        return false;
+      });
     } finally {
       this.ptl.unlock();
+      void vma;
     }
-    void vma;
-    return n;
   }
 
   /**

@@ -270,19 +270,61 @@ export class PageTable {
   }
 
   /**
+   * Clears the present entries of [startVpn, endVpn) in place, asking
+   * `keep(vpn, entry, huge)` first (return true to leave one); a huge entry
+   * partly in range is offered (and cleared) whole. Returns the number
+   * cleared. Walks populated tables only and allocates nothing per entry.
+   */
+  clearRange(
+    startVpn: number,
+    endVpn: number,
+    keep?: (vpn: number, entry: number, huge: boolean) => boolean,
+  ): number {
+    let n = 0;
+    for (const pmd of this.#pmdKeys(startVpn, endVpn)) {
+      const t = this.#top.get(pmd);
+      if (t === undefined) continue;
+      const base = pmd * PTRS_PER_PTE;
+      if (typeof t === "number") {
+        if (keep?.(base, t, true)) continue;
+        this.#top.delete(pmd);
+        this.#entries--;
+        n++;
+        continue;
+      }
+      const lo = Math.max(startVpn, base) - base;
+      const hi = Math.min(endVpn, base + PTRS_PER_PTE) - base;
+      for (const i of t.slots(lo, hi)) {
+        const e = t.get(i);
+        if (keep?.(base + i, e, false)) continue;
+        t.clear(i);
+        this.#entries--;
+        n++;
+      }
+      if (t.count === 0) this.#top.delete(pmd);
+    }
+    return n;
+  }
+
+  #pmdKeys(startVpn: number, endVpn: number): number[] {
+    const first = Math.floor(startVpn / PTRS_PER_PTE);
+    const last = Math.floor((endVpn - 1) / PTRS_PER_PTE);
+    if (last < first) return [];
+    if (last - first + 1 <= this.#top.size) {
+      const out: number[] = [];
+      for (let k = first; k <= last; k++) if (this.#top.has(k)) out.push(k);
+      return out;
+    }
+    return [...this.#top.keys()].filter((k) => k >= first && k <= last).sort((a, b) => a - b);
+  }
+
+  /**
    * Present entries in [startVpn, endVpn): `(vpn, entry, huge)` where a huge
    * entry is reported once with the first vpn of its 2 MiB block. Cost is
    * proportional to the populated tables, not the range.
    */
   *range(startVpn: number, endVpn: number): Generator<[number, number, boolean]> {
-    const first = Math.floor(startVpn / PTRS_PER_PTE);
-    const last = Math.floor((endVpn - 1) / PTRS_PER_PTE);
-    const keys = last - first + 1 <= this.#top.size
-      ? Array.from({ length: last - first + 1 }, (_, i) => first + i).filter((k) =>
-        this.#top.has(k)
-      )
-      : [...this.#top.keys()].filter((k) => k >= first && k <= last).sort((a, b) => a - b);
-    for (const pmd of keys) {
+    for (const pmd of this.#pmdKeys(startVpn, endVpn)) {
       const t = this.#top.get(pmd);
       if (t === undefined) continue;
       const base = pmd * PTRS_PER_PTE;

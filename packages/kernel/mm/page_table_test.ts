@@ -55,6 +55,13 @@ Deno.test("property: the page table equals a Map model (sparse and dense PTE tab
         [...pt.range(100, 700)],
         want.filter(([v]) => (v as number) >= 100 && (v as number) < 700),
       );
+      // clearRange: keep even vpns, clear odd ones.
+      const cleared = want.filter(([v]) =>
+        (v as number) >= 100 && (v as number) < 700 && (v as number) % 2 === 1
+      );
+      strictEqual(pt.clearRange(100, 700, (v) => v % 2 === 0), cleared.length);
+      strictEqual(pt.entries, model.size - cleared.length);
+      for (const [v] of cleared) strictEqual(pt.entryAt(v as number), 0);
     }),
     { numRuns: 200 },
   );
