@@ -18,7 +18,7 @@ import {
 } from "./gup.ts";
 import { followPfnmapEnd, followPfnmapStart, remapPfnRange, vmfInsertPfn } from "./memory.ts";
 import { MmStruct } from "./mm_struct.ts";
-import { MAP_PRIVATE, MAP_SHARED, PROT_READ } from "./vma.ts";
+import { MAP_SHARED, PROT_READ } from "./vma.ts";
 
 const PAGE = 4096;
 
@@ -216,7 +216,6 @@ Deno.test("gup: error paths", async (t) => {
       unpinUserPages(got);
       await mm.munmap(a, PAGE);
       strictEqual(p2p.refcount, 1);
-      void MAP_PRIVATE;
     });
     throws(() => {
       p2p.put();

@@ -722,7 +722,7 @@ export class MmStruct {
       this.ptl.lock();
       try {
         for (
-          const [vpn, e, huge] of [
+          const [vpn, , huge] of [
             ...this.pgtable.range(oldAddr / PAGE, (oldAddr + moveLen) / PAGE),
           ]
         ) {
@@ -733,7 +733,6 @@ export class MmStruct {
           } else {
             this.pgtable.set(vpn + delta, this.pgtable.clear(vpn));
           }
-          void e;
         }
       } finally {
         this.ptl.unlock();
@@ -867,7 +866,7 @@ export class MmStruct {
    * page references the mapping held. A huge entry partly in range is
    * cleared whole (a pfnmap PMD is never split, it refaults).
    */
-  clearPtes(vma: Vma, start: number, end: number, skipCows: boolean): number {
+  clearPtes(_vma: Vma, start: number, end: number, skipCows: boolean): number {
     const mem = this.world.mem;
     this.ptl.lock();
     try {
@@ -885,7 +884,6 @@ export class MmStruct {
       });
     } finally {
       this.ptl.unlock();
-      void vma;
     }
   }
 

@@ -45,7 +45,7 @@ async function expectErrno(p: Promise<unknown>, code: string, re?: RegExp): Prom
 }
 
 /** A device file whose mmap installs a BAR with remap_pfn_range (like vfio-pci's old mmap path). */
-function barFile(w: Kernel, bar: bigint, opts: { cow?: boolean } = {}): VmFile & { refs: number } {
+function barFile(w: Kernel, bar: bigint): VmFile & { refs: number } {
   const mapping = new AddressSpace(w, "bar");
   const f = {
     mapping,
@@ -59,7 +59,6 @@ function barFile(w: Kernel, bar: bigint, opts: { cow?: boolean } = {}): VmFile &
         vma.vmEnd - vma.vmStart,
         vma.vmPageProt,
       );
-      void opts;
     },
     get() {
       f.refs++;

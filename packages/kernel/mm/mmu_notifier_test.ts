@@ -216,7 +216,7 @@ Deno.test("mmu_interval_notifier: sequence protocol (mm/mmu_notifier.c)", async 
     let addr = 0;
     w.spawn("first", async () => {
       addr = await mm.mmap({ length: PAGE, file: dev.file });
-      const s = await MmuIntervalNotifier.insert(mm, addr, PAGE, {
+      await MmuIntervalNotifier.insert(mm, addr, PAGE, {
         invalidate: async (sub, _r, seq) => {
           sub.setSeq(seq);
           await w.sched.sleepNs(10_000_000);
@@ -226,7 +226,6 @@ Deno.test("mmu_interval_notifier: sequence protocol (mm/mmu_notifier.c)", async 
       await w.sched.sleepNs(1_000_000);
       await dev.mapping.unmapMappingRange(0, 0);
       log.push("invalidation ended");
-      void s;
     });
     w.spawn("late", async () => {
       await w.sched.sleepNs(3_000_000);
