@@ -52,3 +52,7 @@ export * from "./buf/revoke.ts";
 export * from "./udmabuf/udmabuf.ts";
 export * from "./virtio/virtio_dma_buf.ts";
 export * from "./sg/phys_vec.ts";
+export * from "./pfn/get_pfn.ts";
+export * from "./pfn/pfn_attachment.ts";
+export * from "./pfn/pal.ts";
+export * from "./pfn/mechanisms.ts";

@@ -376,7 +376,9 @@ export async function dmaBufDynamicAttach(
 ): Promise<DmaBufAttachment> {
   const world = dmabuf.world;
   const variant = dmaBufPfnVariant(world);
-  const devOptional = (variant === "rfc-get-pfn" || variant === "pal") && !dmabuf.ops.mapDmaBuf;
+  // the get_pfn RFC accepts no device when the exporter cannot map an sg_table; PAL
+  // importers (mapping-types RFC) never have one
+  const devOptional = (variant === "rfc-get-pfn" && !dmabuf.ops.mapDmaBuf) || variant === "pal";
   if (!dev && !devOptional) {
     world.warnOn(true, "dma_buf_dynamic_attach: dev is NULL");
     throw new KernelError("EINVAL", "dma_buf_dynamic_attach: no device");
@@ -467,7 +469,18 @@ export function dmaBufInvalidateMappings(dmabuf: DmaBuf): void {
     a.invalidations++;
     cb(a);
   }
-  for (const pa of [...dmabuf.pfnAttachments]) pa.importerOps.invalidate(pa);
+  for (const pa of [...dmabuf.pfnAttachments]) {
+    if (pa.model === "pinned") {
+      dmabuf.world.bug(
+        "WARN",
+        `WARNING: ${name}: ${dmabuf} invalidates a pfn attachment it promised to keep pinned`,
+      );
+      continue;
+    }
+    const outstanding = (pa as { outstanding?: Map<unknown, { stale: boolean }> }).outstanding;
+    if (outstanding) { for (const st of outstanding.values()) st.stale = true; }
+    pa.importerOps.invalidate(pa);
+  }
   dmabuf.world.trace.event("dma_buf_invalidate_mappings", {
     exp_name: dmabuf.expName,
     ino: dmabuf.inodeNumber,

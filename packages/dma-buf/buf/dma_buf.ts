@@ -244,6 +244,9 @@ export class DmaBuf {
       if (a.pinCount < 0) out.push(`${a}: pin count ${a.pinCount} < 0`);
       if (a.exporterPins < 0) out.push(`${a}: exporter pins ${a.exporterPins} < 0`);
     }
+    for (const pa of this.pfnAttachments) {
+      maps += (pa as { outstanding?: Map<unknown, unknown> }).outstanding?.size ?? 0;
+    }
     if (maps !== this.outstandingMappings) {
       out.push(
         `${this}: ${this.outstandingMappings} mappings counted, ${maps} found on attachments`,
