@@ -156,7 +156,7 @@ interface Region {
 
 /** Allocation flags (the parts of `gfp_t` the model honours). */
 export interface GfpOptions {
-  /** Preferred node (`alloc_pages_node`); default 0. */
+  /** Preferred node (`alloc_pages_node`); default the first node; -1 (NUMA_NO_NODE) means any. */
   nid?: number;
   /** Highest zone allowed: `DMA` (GFP_DMA), `DMA32` (GFP_DMA32) or `Normal` (default). */
   zone?: "DMA" | "DMA32" | "Normal";

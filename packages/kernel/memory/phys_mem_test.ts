@@ -152,6 +152,11 @@ Deno.test("physical memory: page allocator", async (t) => {
     strictEqual(p.nid, 0);
     strictEqual(p.zone, "Normal", "the highest allowed zone is tried first");
     strictEqual(w.mem.allocationOrder(p.pfn), 2);
+    strictEqual(
+      w.mem.allocPages(0, { nid: -1 })!.nid,
+      0,
+      "NUMA_NO_NODE: the first node with memory",
+    );
     const q = w.mem.allocPages(0, { nid: 1 })!;
     strictEqual(q.nid, 1);
     strictEqual(q.zone, "Normal");
