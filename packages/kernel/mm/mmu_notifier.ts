@@ -92,6 +92,10 @@ export interface MmuNotifierOps {
   ): number | void | Promise<number | void>;
   /** After they changed. */
   invalidateRangeEnd?(sub: MmuNotifier, range: MmuNotifierRange): void | Promise<void>;
+  /** For `mmu_notifier_get`: allocates the subscription for `mm`. */
+  allocNotifier?(mm: MmStruct): MmuNotifier;
+  /** For `mmu_notifier_put`: frees it once the last user is gone. */
+  freeNotifier?(sub: MmuNotifier): void;
 }
 
 /** `struct mmu_interval_notifier_ops`. */
@@ -335,6 +339,9 @@ export class MmuNotifier {
   mm: MmStruct | null = null;
   /** @internal True once released by mm teardown (`hlist_unhashed`). */
   unhashed = false;
+  /** `users`: references taken through `mmu_notifier_get`. */
+  users = 0;
+  #world: Kernel | null = null;
 
   /** A subscription with `ops`. */
   constructor(ops: MmuNotifierOps) {
@@ -365,9 +372,58 @@ export class MmuNotifier {
       throw new KernelError("EINVAL", "mmu_notifier_register: mm is dead");
     }
     this.mm = mm;
+    this.#world = mm.world;
     this.unhashed = false;
     mm.grab();
     mm.notifierSubscriptions().list.unshift(this);
+  }
+
+  /**
+   * `mmu_notifier_get(ops, mm)`: the existing subscription of `mm` with
+   * these ops (one more user), or a new one from `ops.allocNotifier`,
+   * registered. Takes mmap_lock for write. -EINVAL without `allocNotifier`.
+   */
+  static async get(ops: MmuNotifierOps, mm: MmStruct): Promise<MmuNotifier> {
+    if (!ops.allocNotifier) {
+      throw new KernelError("EINVAL", "mmu_notifier_get: ops has no alloc_notifier");
+    }
+    await mm.mmapLock.writeLock();
+    try {
+      if (mm.hasNotifiers) {
+        const found = mm.notifierSubscriptions().list.find((s) => s.ops === ops && !s.unhashed);
+        if (found) {
+          found.users++;
+          return found;
+        }
+      }
+      const sub = ops.allocNotifier(mm);
+      sub.registerLocked(mm);
+      sub.users = 1;
+      return sub;
+    } finally {
+      mm.mmapLock.writeUnlock();
+    }
+  }
+
+  /**
+   * `mmu_notifier_put`: drops a `get` reference; the last one unhooks the
+   * subscription (without calling `release`) and hands it to
+   * `ops.freeNotifier`. Putting more than was got is a WARN.
+   */
+  put(): void {
+    const mm = this.mm;
+    if (this.users <= 0 || !mm) {
+      this.#world?.warnOn(true, "mmu_notifier_put: no reference to put");
+      return;
+    }
+    if (--this.users > 0) return;
+    const subs = mm.notifierSubscriptions();
+    const i = subs.list.indexOf(this);
+    if (i >= 0) subs.list.splice(i, 1);
+    this.unhashed = true;
+    this.mm = null;
+    this.ops.freeNotifier?.(this);
+    mm.drop();
   }
 
   /**

@@ -88,6 +88,38 @@ Deno.test("mmu_notifier: classic subscriptions", async (t) => {
       strictEqual(released, 1);
     });
   });
+  await t.step(
+    "mmu_notifier_get shares one subscription per ops; the last put frees it",
+    async () => {
+      const w = new Kernel();
+      const mm = new MmStruct(w);
+      const freed: MmuNotifier[] = [];
+      let allocs = 0;
+      const ops = {
+        allocNotifier: () => (allocs++, new MmuNotifier(ops)),
+        freeNotifier: (s: MmuNotifier) => void freed.push(s),
+      };
+      await w.runTask("sva", async () => {
+        const a = await MmuNotifier.get(ops, mm);
+        const b = await MmuNotifier.get(ops, mm);
+        strictEqual(a, b);
+        strictEqual(allocs, 1);
+        strictEqual(a.users, 2);
+        a.put();
+        deepStrictEqual(freed, []);
+        b.put();
+        deepStrictEqual(freed, [a]);
+        strictEqual(mm.notifierSubscriptions().list.length, 0);
+        let err: unknown;
+        try {
+          await MmuNotifier.get({}, mm);
+        } catch (e) {
+          err = e;
+        }
+        ok(err instanceof KernelError && err.code === "EINVAL");
+      });
+    },
+  );
   await t.step("newest subscription first (hlist_add_head)", async () => {
     const w = new Kernel();
     const mm = new MmStruct(w);
