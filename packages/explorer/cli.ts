@@ -166,6 +166,7 @@ export function formatResult(r: ExploreResult, options: { ftrace?: boolean } = {
   lines.push(`  replay: ${f.command}`);
   lines.push(`  ${stats}; ${plural(r.failures, "failing schedule")} seen`);
   lines.push("", "report:", indent(f.report).replace(/\n$/, ""));
+  lines.push("", "interleaving:", indent(f.interleaving).replace(/\n$/, ""));
   // a kernel splat is its own dmesg record; print the log for the other kinds
   if (f.dmesg.trim() !== "" && !BUG_KINDS.has(f.kind)) {
     lines.push("", "dmesg:", indent(f.dmesg).replace(/\n$/, ""));
@@ -186,6 +187,7 @@ function formatReplay(name: string, r: ReplayResult, options: { ftrace: boolean 
   } else {
     lines.push("clean");
   }
+  lines.push("", "interleaving:", indent(r.interleaving).replace(/\n$/, ""));
   if (options.ftrace) lines.push("", "trace:", indent(r.ftrace).replace(/\n$/, ""));
   return lines.join("\n") + "\n";
 }
@@ -280,6 +282,7 @@ async function main(args: readonly string[], io: ExploreIo): Promise<number> {
           preemptions: r.preemptions,
           steps: r.steps,
           failure: r.failure,
+          interleaving: r.interleaving,
           ftrace: r.ftrace,
           dmesg: r.dmesg,
         }) + "\n",

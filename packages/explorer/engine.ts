@@ -82,6 +82,65 @@ export interface Failure {
   readonly task?: string;
 }
 
+/** One step of a logged run: which task ran, from which point. */
+export interface LoggedStep {
+  /** The task, as `name-pid`. */
+  readonly task: string;
+  /** Its pid. */
+  readonly pid: number;
+  /** The label of the point the step starts at (`start` for a task's first step). */
+  readonly step: string;
+  /** The task switched away from at a preemption point to run this step, or null. */
+  readonly preempted: string | null;
+}
+
+/**
+ * The steps of a run laid out one column per task, in the order they ran
+ * (as lockdep lays out its unsafe scenario), with preemptions marked.
+ *
+ * @example
+ * ```ts
+ * import { formatInterleaving } from "@dmalab/explorer";
+ * const text = formatInterleaving([
+ *   { task: "a-1", pid: 1, step: "load", preempted: null },
+ *   { task: "b-2", pid: 2, step: "load", preempted: "a-1" },
+ * ]);
+ * text.includes("preempts a-1"); // true
+ * ```
+ */
+export function formatInterleaving(log: readonly LoggedStep[]): string {
+  const pids: number[] = [];
+  const names = new Map<number, string>();
+  for (const e of log) {
+    if (!names.has(e.pid)) {
+      names.set(e.pid, e.task);
+      pids.push(e.pid);
+    }
+  }
+  pids.sort((a, b) => a - b);
+  const col = new Map(pids.map((p, i) => [p, i]));
+  const width = pids.map((p) => {
+    let w = names.get(p)!.length;
+    for (const e of log) if (e.pid === p) w = Math.max(w, Math.min(e.step.length, 40));
+    return w + 2;
+  });
+  const row = (cells: string[]): string =>
+    cells.map((c, i) => i === cells.length - 1 ? c : c.padEnd(width[i]!)).join("").trimEnd();
+  const lines = [
+    row(pids.map((p) => names.get(p)!)),
+    row(pids.map((_, i) => "-".repeat(width[i]! - 2))),
+  ];
+  for (const e of log) {
+    const cells = pids.map(() => "");
+    const text = e.step.length > 40 ? e.step.slice(0, 39) + "~" : e.step;
+    cells[col.get(e.pid)!] = text;
+    let line = row(cells);
+    if (e.preempted) line += `    <- preempts ${e.preempted}`;
+    lines.push(line);
+  }
+  return lines.join("\n") + "\n";
+}
+
 /** The outcome of one run. */
 export interface RunOutcome {
   /** Pid chosen at each decision point, in order. */
@@ -98,6 +157,8 @@ export interface RunOutcome {
   readonly pruned: boolean;
   /** The run's world (its dmesg and trace, for reports). */
   readonly world: Kernel;
+  /** Every step, when logged (see {@linkcode RunOptions.log}). */
+  readonly log: readonly LoggedStep[] | null;
 }
 
 /** Options for {@linkcode runScenario}. */
@@ -106,6 +167,8 @@ export interface RunOptions {
   trace?: boolean;
   /** Scheduling points allowed before the run counts as a livelock. Default 100,000. */
   maxSteps?: number;
+  /** Keep a log of every step (on with `trace`). Default false. */
+  log?: boolean;
   /** Set to add state fingerprints to (none counted when omitted). */
   states?: Set<number>;
   /** Count states only at points with `index >= statesFrom` (the replayed prefix is known). Default 0. */
@@ -228,6 +291,8 @@ export class RunEngine {
   readonly #pendLabel: number[] = [];
   readonly #seen: number[] = [];
   #lastCtx: PickContext | null = null;
+  readonly #log: LoggedStep[] | null;
+  #labelNames: string[] | null = null;
   #lastChoice: Task | null = null;
   #pointNo = 0;
   readonly #view: {
@@ -256,6 +321,7 @@ export class RunEngine {
     this.#states = options.states ?? null;
     this.#statesFrom = options.statesFrom ?? 0;
     this.#labels = options.labels ?? new Map();
+    this.#log = options.log || options.trace ? [] : null;
     this.#view = {
       ctx: null as unknown as PickContext,
       index: 0,
@@ -298,6 +364,19 @@ export class RunEngine {
     if (aa === 0 || ab === 0) return false;
     if (this.#pendObj[a] !== this.#pendObj[b]) return true;
     return aa === 1 && ab === 1;
+  }
+
+  #labelName(id: number): string {
+    if (this.#labelNames === null || this.#labelNames.length < this.#labels.size + 1) {
+      this.#labelNames = [];
+      for (const [name, n] of this.#labels) this.#labelNames[n] = name;
+    }
+    return this.#labelNames[id] ?? "?";
+  }
+
+  /** Every step of the run, when {@linkcode RunOptions.log} is on (else null). */
+  get log(): readonly LoggedStep[] | null {
+    return this.#log;
   }
 
   #label(s: string): number {
@@ -405,6 +484,17 @@ export class RunEngine {
     if (pid === PRUNE) {
       this.#abort(PRUNED);
       return PRUNE;
+    }
+    if (this.#log !== null) {
+      let task: Task | undefined;
+      for (let i = 0; i < runnable.length; i++) if (runnable[i]!.pid === pid) task = runnable[i];
+      const lab = this.#pendLabel[pid];
+      this.#log.push({
+        task: String(task),
+        pid,
+        step: lab === undefined ? "start" : this.#labelName(lab),
+        preempted: preemptible && pid !== defaultPid ? String(cur) : null,
+      });
     }
     if (choice) {
       this.decisions.push(pid);
@@ -542,6 +632,7 @@ export async function runScenario(
     failure,
     pruned,
     world,
+    log: e.log,
   };
 }
 

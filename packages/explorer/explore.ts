@@ -16,7 +16,13 @@
  * @module
  */
 import type { Kernel } from "@dmalab/kernel";
-import { type Failure, type RunOutcome, runScenario, StallGuard } from "./engine.ts";
+import {
+  type Failure,
+  formatInterleaving,
+  type RunOutcome,
+  runScenario,
+  StallGuard,
+} from "./engine.ts";
 import type { Scenario } from "./scenario.ts";
 import { formatSchedule, parseSchedule, trimDefaults } from "./schedule.ts";
 import { DEFAULT_CHOICE, DfsStrategy, PctStrategy, ReplayStrategy } from "./strategies.ts";
@@ -75,6 +81,8 @@ export interface FailureReport extends Failure {
   readonly minimizeRuns: number;
   /** `dmalab explore SCENARIO --replay SCHEDULE`. */
   readonly command: string;
+  /** The failing run's steps, one column per task (see {@linkcode formatInterleaving}). */
+  readonly interleaving: string;
   /** The failing run's trace as ftrace text. */
   readonly ftrace: string;
   /** The failing run's trace as Chrome/Perfetto JSON. */
@@ -125,6 +133,8 @@ export interface ReplayResult {
   readonly decisions: number;
   /** Scheduling points passed. */
   readonly steps: number;
+  /** The run's steps, one column per task. */
+  readonly interleaving: string;
   /** ftrace text of the run. */
   readonly ftrace: string;
   /** Chrome/Perfetto JSON of the run. */
@@ -185,6 +195,7 @@ export async function replay(
     preemptions: out.preemptions,
     decisions: out.decisions.length,
     steps: out.steps,
+    interleaving: formatInterleaving(out.log ?? []),
     ftrace: out.world.trace.ftrace(),
     chrome: out.world.trace.chromeJson(),
     dmesg: out.world.dmesg.text(),
@@ -408,6 +419,8 @@ async function exploreWith(
     };
     // formatting a trace costs more than a short run: done when first read
     const world = r.world;
+    const log = r.log ?? [];
+    lazy(report, "interleaving", () => formatInterleaving(log));
     lazy(report, "ftrace", () => world.trace.ftrace());
     lazy(report, "chrome", () => world.trace.chromeJson());
     failure = report as FailureReport;

@@ -54,6 +54,20 @@ Deno.test("the explorer finds each known bug", async (t) => {
     strictEqual(r.failure.preemptions, 1);
     strictEqual(r.failure.command, `dmalab explore counter-race --replay ${r.failure.schedule}`);
     ok(r.failure.ftrace.includes("explorer_failure: kind=invariant"));
+    strictEqual(
+      r.failure.interleaving,
+      [
+        "inc0-1         inc1-2",
+        "-------------  -------------",
+        "start",
+        "load counter",
+        "               start    <- preempts inc0-1",
+        "               load counter",
+        "               store counter",
+        "store counter",
+        "",
+      ].join("\n"),
+    );
     ok(r.failure.chrome.traceEvents.length > 0);
     strictEqual(r.complete, false);
   });
