@@ -297,6 +297,19 @@ Deno.test("failure kinds and limits", async (t) => {
     strictEqual(r.failure?.kind, "scheduler");
     ok(r.failure?.message.includes("awaited a promise that is not a scheduler primitive"));
   });
+  await t.step("a foreign await on replay (the world's own watchdog)", async () => {
+    const stuck: Scenario = {
+      name: "foreign-replay",
+      description: "",
+      build(world) {
+        world.spawn("stuck", async () => {
+          await new Promise<void>(() => {});
+        });
+      },
+    };
+    const r = await replay(stuck, "-");
+    strictEqual(r.failure?.kind, "scheduler");
+  });
   await t.step("a run that never ends is a livelock", async () => {
     const r = await explore({
       name: "spin",
