@@ -62,7 +62,6 @@ export class TestExporter {
         count("detach");
       },
       mapDmaBuf(a, dir) {
-        count("map");
         if (opts.revocable && self.revoker!.state !== "ok") {
           throw new KernelError("ENODEV", "test exporter: revoked");
         }
@@ -70,6 +69,7 @@ export class TestExporter {
         if (self.nullTable) return null;
         const sgt = new SgTable(self.pages.map((p) => new Scatterlist(p, 4096, 0)));
         dmaMapSgtable(self.world, a.dev!, sgt, dir);
+        count("map");
         return sgt;
       },
       unmapDmaBuf(a, sgt, dir) {
