@@ -352,3 +352,20 @@ Deno.test("non-PCI devices on other buses; fault handlers", async (t) => {
     deepStrictEqual(seen, ["0000:05:00.0 0x7000 true"]);
   });
 });
+
+Deno.test("x86_64 (first-stage) format: present means readable", () => {
+  for (const format of ["vtdss", "x86_64"] as const) {
+    const world = new Kernel();
+    const m = defaultMachine(world);
+    const io = iommuSetup(world, { strict: true, domain: { pgtable: { format } } });
+    const dom = io.domainFor(m.nvme)!;
+    strictEqual(dom.pgtable!.format, format);
+    dom.map(0x1000, 0x9000_0000, 0x1000, IOMMU_WRITE); // a DMA_FROM_DEVICE mapping
+    strictEqual(iommuTranslate(m.nvme, 0x1000, true).phys, 0x9000_0000);
+    if (format === "x86_64") {
+      strictEqual(iommuTranslate(m.nvme, 0x1000, false).phys, 0x9000_0000, "P implies read");
+    } else {
+      throws(() => iommuTranslate(m.nvme, 0x1000, false), IommuFaultError, "vtdss: no R bit");
+    }
+  }
+});

@@ -50,7 +50,21 @@ export const VTDSS_SW_MMIO = 1 << 10;
 /** VT-d SS entry bit: snoop (`IOMMU_CACHE`). */
 export const VTDSS_SNP = 1 << 11;
 
-const PRESENT = VTDSS_R | VTDSS_W;
+/** x86-64 entry bit: present (and readable). */
+export const X86_64_P = 1 << 0;
+/** x86-64 entry bit: writable. */
+export const X86_64_RW = 1 << 1;
+/** x86-64 entry bit: user (set on every IOMMU entry). */
+export const X86_64_US = 1 << 2;
+/** x86-64 entry bit: cache disable (the model's `IOMMU_MMIO`). */
+export const X86_64_PCD = 1 << 4;
+/** x86-64 entry bit: accessed. */
+export const X86_64_A = 1 << 5;
+/** x86-64 entry bit: dirty. */
+export const X86_64_D = 1 << 6;
+
+/** Page-table formats the model implements. */
+export type PtFormat = "vtdss" | "x86_64";
 const SZ_4K = 4096;
 /** `SZ[level]` is the VA size one entry at `level` covers. */
 const SZ: number[] = [0, 1, 2, 3, 4, 5].map((l) => 2 ** (12 + 9 * l));
@@ -62,6 +76,13 @@ export const VTDSS_PGSIZE_BITMAP: number = SZ[0]! + SZ[1]! + SZ[2]!;
 
 /** Options for a new {@linkcode IoPageTable}. */
 export interface IoPageTableOptions {
+  /**
+   * Entry format: `vtdss` (VT-d second stage, default: separate R and W bits,
+   * SNP for `IOMMU_CACHE`) or `x86_64` (the CPU format VT-d first stage and
+   * AMD v2 use: P means present and readable, RW writable; `IOMMU_MMIO` as
+   * PCD; `IOMMU_CACHE` and `IOMMU_NOEXEC` are not encoded; no sign extension).
+   */
+  format?: PtFormat;
   /** Table levels: 3 (39-bit), 4 (48-bit, default) or 5 (57-bit, IOVAs below 2^53). */
   levels?: 3 | 4 | 5;
   /** Start at 3 levels and grow on demand up to `levels` (`PT_FEAT_DYNAMIC_TOP`). */
@@ -128,6 +149,10 @@ export class IoPageTable {
   readonly dynamicTop: boolean;
   /** `PT_FEAT_FLUSH_RANGE_NO_GAPS` (else `PT_FEAT_FLUSH_RANGE`). */
   readonly flushNoGaps: boolean;
+  /** Entry format. */
+  readonly format: PtFormat;
+  readonly #P: number;
+  readonly #tableBits: number;
   /**
    * The owning domain's `pgsize_bitmap`: leaf sizes are limited by it
    * (`compute_best_pgsize` lets the core reduce the sizes this way).
@@ -156,6 +181,11 @@ export class IoPageTable {
     this.maxOaszLg2 = options.maxOaszLg2 ?? 52;
     this.dynamicTop = options.dynamicTop ?? false;
     this.flushNoGaps = options.flush === "range-no-gaps";
+    this.format = options.format ?? "vtdss";
+    this.#P = this.format === "x86_64" ? X86_64_P : VTDSS_R | VTDSS_W;
+    this.#tableBits = this.format === "x86_64"
+      ? X86_64_P | X86_64_RW | X86_64_US | X86_64_A
+      : VTDSS_R | VTDSS_W;
     const bitmap = options.pgsizeBitmap ?? VTDSS_PGSIZE_BITMAP;
     if (bitmap <= 0 || bitmap % SZ_4K !== 0 || bitmap > VTDSS_PGSIZE_BITMAP) {
       throw new Error(`vtdss: pgsize_bitmap 0x${bitmap.toString(16)} is not a subset of 4K|2M|1G`);
@@ -184,6 +214,25 @@ export class IoPageTable {
   /** Sets the hook `map_pages` calls to sync its own gather when it freed tables. */
   setSyncHook(fn: (g: IommuIotlbGather) => void): void {
     this.#onSync = fn;
+  }
+
+  /** `pt_iommu_set_prot()` for this table's format: prot bits to entry bits. */
+  protToBits(prot: number): number {
+    if (this.format === "vtdss") return IoPageTable.protToBits(prot);
+    let bits = X86_64_P | X86_64_US | X86_64_A;
+    if (prot & IOMMU_WRITE) bits |= X86_64_RW | X86_64_D;
+    if (prot & IOMMU_MMIO) bits |= X86_64_PCD;
+    return bits;
+  }
+
+  /** Entry bits back to prot bits for this table's format. */
+  protOf(bits: number): number {
+    if (this.format === "vtdss") return IoPageTable.bitsToProt(bits);
+    let prot = 0;
+    if (bits & X86_64_P) prot |= IOMMU_READ;
+    if (bits & X86_64_RW) prot |= IOMMU_WRITE;
+    if (bits & X86_64_PCD) prot |= IOMMU_MMIO;
+    return prot;
   }
 
   /** `pt_iommu_set_prot()` for vtdss: prot bits to entry bits. */
@@ -251,7 +300,7 @@ export class IoPageTable {
     }
     this.#gather = gather;
     this.#mPfn = paddr / SZ_4K;
-    this.#mFlags = IoPageTable.protToBits(prot);
+    this.#mFlags = this.protToBits(prot);
     this.#mLeafLevel = leafLevel;
     const r = leafLevel === this.#topLevel
       ? this.#mapLeaf(this.#topId, leafLevel, iova, last)
@@ -272,7 +321,7 @@ export class IoPageTable {
       if (level > this.#maxTopLevel || 12 + 9 * level >= this.maxVaszLg2) return E_RANGE;
       const id = this.pool.alloc();
       const t = this.pool.page(id);
-      t[0] = ((this.#topId & 0xfffff) << 12) | PRESENT;
+      t[0] = ((this.#topId & 0xfffff) << 12) | this.#tableBits;
       t[1] = (this.#topId / 1048576) | 0;
       this.#topId = id;
       this.#topLevel = level;
@@ -283,6 +332,7 @@ export class IoPageTable {
 
   /** `__map_range`: descend (allocating tables) towards the leaf level. */
   #mapLevel(id: number, level: number, va: number, last: number): number {
+    const P = this.#P;
     const t = this.pool.page(id);
     const size = SZ[level]!;
     const base = va - (va % SZ[level + 1]!);
@@ -292,12 +342,14 @@ export class IoPageTable {
       const j = i << 1;
       const lo = t[j]!;
       let child: number;
-      if (lo & PRESENT) {
+      let fresh = false;
+      if (lo & P) {
         if (lo & VTDSS_PS) return E_ADDRINUSE;
         child = (lo >>> 12) + t[j + 1]! * 1048576;
       } else {
+        fresh = true;
         child = this.pool.alloc();
-        t[j] = ((child & 0xfffff) << 12) | PRESENT;
+        t[j] = ((child & 0xfffff) << 12) | this.#tableBits;
         t[j + 1] = (child / 1048576) | 0;
       }
       const itemStart = base + i * size;
@@ -305,7 +357,7 @@ export class IoPageTable {
       const itemLast = itemStart + size - 1;
       const sLast = last < itemLast ? last : itemLast;
       const r = level - 1 === this.#mLeafLevel
-        ? this.#mapLeaf(child, level - 1, sVa, sLast)
+        ? this.#mapLeaf(child, level - 1, sVa, sLast, fresh)
         : this.#mapLevel(child, level - 1, sVa, sLast);
       if (r) return r;
     }
@@ -313,7 +365,8 @@ export class IoPageTable {
   }
 
   /** `__map_range_leaf`: install leaves at this level. */
-  #mapLeaf(id: number, level: number, va: number, last: number): number {
+  #mapLeaf(id: number, level: number, va: number, last: number, fresh = false): number {
+    const P = this.#P;
     const t = this.pool.page(id);
     const size = SZ[level]!;
     const base = va - (va % SZ[level + 1]!);
@@ -323,9 +376,19 @@ export class IoPageTable {
     const step = size / SZ_4K;
     let pfn = this.#mPfn;
     let r = E_OK;
+    if (fresh) {
+      // a table allocated by this walk is empty: nothing to check
+      for (; i <= li; i++) {
+        t[i << 1] = ((pfn & 0xfffff) << 12) | flags;
+        t[(i << 1) + 1] = (pfn / 1048576) | 0;
+        pfn += step;
+      }
+      this.#mPfn = pfn;
+      return E_OK;
+    }
     for (; i <= li; i++) {
       const j = i << 1;
-      if (t[j]! & PRESENT) {
+      if (t[j]! & P) {
         r = this.#clearContig(t, j, level, base + i * size);
         if (r) break;
       }
@@ -354,10 +417,11 @@ export class IoPageTable {
 
   /** `__collect_tables`: lists every table below `id`; false if a leaf exists and `checkMapped`. */
   #collect(id: number, level: number, out: number[], checkMapped: boolean): boolean {
+    const P = this.#P;
     const t = this.pool.page(id);
     for (let i = 0; i < PT_ENTRIES; i++) {
       const lo = t[i << 1]!;
-      if (!(lo & PRESENT)) continue;
+      if (!(lo & P)) continue;
       if (level === 0 || lo & VTDSS_PS) {
         if (checkMapped) return false;
         continue;
@@ -408,13 +472,14 @@ export class IoPageTable {
 
   /** `__unmap_range`. */
   #unmapLevel(id: number, level: number, va: number, last: number, freed: number[]): number {
+    const P = this.#P;
     const t = this.pool.page(id);
     const size = SZ[level]!;
     const base = va - (va % SZ[level + 1]!);
     let i = Math.floor((va - base) / size);
     const li = Math.min(PT_ENTRIES - 1, Math.floor((last - base) / size));
     const first = t[i << 1]!;
-    if ((first & PRESENT) && (level === 0 || first & VTDSS_PS) && va % size !== 0) {
+    if ((first & P) && (level === 0 || first & VTDSS_PS) && va % size !== 0) {
       return E_INVAL;
     }
     let numOas = 0;
@@ -422,7 +487,7 @@ export class IoPageTable {
     if (level === 0) {
       // leaf-only level: find the run of present entries, clear it at once
       let k = i;
-      while (k <= li && t[k << 1]! & PRESENT) k++;
+      while (k <= li && t[k << 1]! & P) k++;
       if (k > i) t.fill(0, i << 1, k << 1);
       this.#unmapped += (k - i) * size;
       return k <= li ? E_INVAL : E_OK;
@@ -430,7 +495,7 @@ export class IoPageTable {
     for (; i <= li; i++) {
       const j = i << 1;
       const lo = t[j]!;
-      if (!(lo & PRESENT)) {
+      if (!(lo & P)) {
         r = E_INVAL;
         break;
       }
@@ -463,6 +528,7 @@ export class IoPageTable {
 
   /** Walks to the leaf for `iova`; true when one exists (result via the `lookup*` getters). */
   walk(iova: number): boolean {
+    const P = this.#P;
     if (this.#dead || iova < 0 || iova > this.topLastVa) return false;
     let id = this.#topId;
     for (let level = this.#topLevel;; level--) {
@@ -470,7 +536,7 @@ export class IoPageTable {
       const size = SZ[level]!;
       const i = Math.floor((iova % SZ[level + 1]!) / size);
       const lo = t[i << 1]!;
-      if (!(lo & PRESENT)) return false;
+      if (!(lo & P)) return false;
       const hi = t[(i << 1) + 1]!;
       if (level === 0 || lo & VTDSS_PS) {
         this.#lkOa = ((lo >>> 12) + hi * 1048576) * SZ_4K;
@@ -512,11 +578,12 @@ export class IoPageTable {
   /** KUnit `count_valids`: leaves per page size (bytes to count). */
   countValids(): ValidCounts {
     const out: ValidCounts = {};
+    const P = this.#P;
     const visit = (id: number, level: number) => {
       const t = this.pool.page(id);
       for (let i = 0; i < PT_ENTRIES; i++) {
         const lo = t[i << 1]!;
-        if (!(lo & PRESENT)) continue;
+        if (!(lo & P)) continue;
         if (level === 0 || lo & VTDSS_PS) {
           out[SZ[level]!] = (out[SZ[level]!] ?? 0) + 1;
         } else {

@@ -23,17 +23,18 @@ interface Priv {
   origPages: number;
 }
 
-type Fmt = { name: string; dynamicTop: boolean };
+type Fmt = { name: string; format: "vtdss" | "x86_64"; dynamicTop: boolean };
 const FORMATS: Fmt[] = [
-  { name: "vtdss", dynamicTop: false },
-  { name: "vtdss_dyntop", dynamicTop: true },
+  { name: "vtdss", format: "vtdss", dynamicTop: false },
+  { name: "vtdss_dyntop", format: "vtdss", dynamicTop: true },
+  { name: "x86_64", format: "x86_64", dynamicTop: false },
 ];
 
 function init(fmt: Fmt): Priv {
   const world = new Kernel();
   const origPages = ptPagePool(world).inUse;
   const domain = new IommuDomain(world, "unmanaged", {
-    pgtable: { levels: 4, dynamicTop: fmt.dynamicTop },
+    pgtable: { levels: 4, dynamicTop: fmt.dynamicTop, format: fmt.format },
   });
   return { world, domain, smallest: SZ_4K, origPages };
 }

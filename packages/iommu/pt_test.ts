@@ -111,7 +111,7 @@ Deno.test("kunit_generic_pt format cases (vtdss)", async (t) => {
         strictEqual(leaf.lg2, Math.log2(sz));
         strictEqual(leaf.oa, sz * 8);
         strictEqual(
-          IoPageTable.bitsToProt(leaf.bits),
+          pt.protOf(leaf.bits),
           prot & (IOMMU_READ | IOMMU_WRITE | IOMMU_CACHE | IOMMU_MMIO),
           `prot 0x${prot.toString(16)} size 0x${sz.toString(16)}`,
         );
@@ -122,5 +122,16 @@ Deno.test("kunit_generic_pt format cases (vtdss)", async (t) => {
     }
     pt.deinit();
     strictEqual(ptPagePool(world).inUse, 0);
+  });
+  await t.step("x86_64 format: P/RW/PCD from READ/WRITE/MMIO", () => {
+    const pt = new IoPageTable(new Kernel(), { format: "x86_64" });
+    strictEqual(pt.protOf(pt.protToBits(IOMMU_WRITE)), IOMMU_READ | IOMMU_WRITE);
+    strictEqual(
+      pt.protOf(pt.protToBits(IOMMU_READ | IOMMU_MMIO | IOMMU_CACHE)),
+      IOMMU_READ | IOMMU_MMIO,
+    );
+    strictEqual(pt.mapPages(SZ_2M, SZ_1G, SZ_2M, 1, IOMMU_READ).error, null);
+    strictEqual(pt.iovaToPhys(SZ_2M + 5), SZ_1G + 5);
+    pt.deinit();
   });
 });

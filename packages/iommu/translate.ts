@@ -23,7 +23,7 @@
 import { type Device, KernelError } from "@dmalab/kernel";
 import { iommuCoreOf } from "./core.ts";
 import type { IommuFault } from "./unit.ts";
-import { VTDSS_R, VTDSS_SW_MMIO, VTDSS_W } from "./io_pgtable.ts";
+import { IOMMU_MMIO, IOMMU_READ, IOMMU_WRITE } from "./prot.ts";
 import type { TlbEntry } from "./iotlb.ts";
 
 const SIZES = [2 ** 12, 2 ** 21, 2 ** 30];
@@ -116,8 +116,9 @@ export function iommuTranslate(dev: Device, iova: number, write: boolean): Trans
     }
     if (atc) atc.fill(0, iova, e);
   }
-  if (!(e.bits & (write ? VTDSS_W : VTDSS_R))) return fault(write ? 0x05 : 0x06);
+  const prot = domain.pgtable!.protOf(e.bits);
+  if (!(prot & (write ? IOMMU_WRITE : IOMMU_READ))) return fault(write ? 0x05 : 0x06);
   const size = SIZES[e.level]!;
   const off = iova % size;
-  return { phys: e.oa + off, span: size - off, mmio: (e.bits & VTDSS_SW_MMIO) !== 0 };
+  return { phys: e.oa + off, span: size - off, mmio: (prot & IOMMU_MMIO) !== 0 };
 }
