@@ -1,5 +1,5 @@
 /**
- * DOC: the IO page table (VT-d second-stage format)
+ * DOC: the IO page table (VT-d second-stage and x86-64 formats)
  *
  * A radix page table in the layout of Intel VT-d second-stage tables, the
  * generic page-table code's `vtdss` format (drivers/iommu/generic_pt/fmt/
@@ -9,7 +9,10 @@
  * together also mean "present" since the format has no present bit; PS
  * (bit 7) marks a large leaf; SNP (bit 11) is `IOMMU_CACHE`; bits 12..51 are
  * the output address. Bit 10, ignored by hardware, keeps `IOMMU_MMIO` so a
- * translation can report it (a model addition). With `dynamicTop` the table
+ * translation can report it (a model addition). The `x86_64` format (VT-d
+ * first stage, AMD v2; generic_pt fmt/x86_64.h) has the same radix and leaf
+ * sizes with the CPU's bits: P (present, so readable), RW, US, A, D, PS;
+ * `IOMMU_MMIO` is kept as PCD. With `dynamicTop` the table
  * starts at 3 levels and grows a level at a time as `PT_FEAT_DYNAMIC_TOP`
  * (the amdv1 format's feature) does.
  *
