@@ -337,6 +337,38 @@ export class IommuCore {
     if (d) this.#setGroupDomain(group, d);
   }
 
+  /**
+   * Writing `/sys/kernel/iommu_groups/<n>/type` (`iommu_group_store_type`):
+   * `identity`, `dma`, `dma-fq` or `auto` (the boot default). With a driver
+   * bound or a DMA owner, only `dma` to `dma-fq` is allowed (in place, the
+   * flush queue is set up); anything else is -EBUSY. Otherwise a new default
+   * domain replaces the old one.
+   */
+  setGroupType(group: IommuGroup, type: "identity" | "dma" | "dma-fq" | "auto"): void {
+    const cur = group.defaultDomain;
+    const want: IommuDomainType = type === "auto" ? this.defDomainType(group.devices[0]!) : type;
+    if (cur && cur.type === want) return;
+    if (group.ownerCnt > 0 || group.owner) {
+      if (cur && cur.type === "dma" && want === "dma-fq" && group.domain === cur) {
+        cur.fq = new FlushQueue(cur, this.fqOptions);
+        cur.type = "dma-fq";
+        return;
+      }
+      throw new KernelError(
+        "EBUSY",
+        `iommu_group_store_type: ${group} is in use (driver bound or DMA owner claimed)`,
+      );
+    }
+    if (group.devices.some((d) => devIsPci(d) && d.untrusted) && want === "identity") {
+      throw new KernelError("EINVAL", `iommu_group_store_type: ${group} has an untrusted device`);
+    }
+    const dom = this.allocDomain(want);
+    const old = cur;
+    this.#setGroupDomain(group, dom);
+    group.defaultDomain = dom;
+    if (old && old.attachCount === 0) old.free();
+  }
+
   /** `iommu_attach_device(domain, dev)`. */
   attachDevice(domain: IommuDomain, dev: Device): void {
     const group = this.groupOf(dev);

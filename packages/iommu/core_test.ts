@@ -369,3 +369,23 @@ Deno.test("x86_64 (first-stage) format: present means readable", () => {
     }
   }
 });
+
+Deno.test("iommu group type through sysfs (iommu_group_store_type)", () => {
+  const world = new Kernel();
+  const m = defaultMachine(world);
+  const io = iommuSetup(world, { strict: true });
+  const g = io.groupOf(m.nvme)!;
+  io.setGroupType(g, "identity");
+  strictEqual(io.domainFor(m.nvme)!.type, "identity");
+  strictEqual(iommuTranslate(m.nvme, 0x1234, false).phys, 0x1234);
+  io.setGroupType(g, "dma");
+  io.useDefaultDomain(m.nvme); // a driver binds
+  throws(() => io.setGroupType(g, "identity"), (e) => isErrno(e, "EBUSY"));
+  const dom = io.domainFor(m.nvme)!;
+  io.setGroupType(g, "dma-fq");
+  strictEqual(io.domainFor(m.nvme), dom, "strict to lazy in place");
+  strictEqual(dom.type, "dma-fq");
+  ok(dom.fq);
+  io.unuseDefaultDomain(m.nvme);
+  deepStrictEqual(world.check(), []);
+});

@@ -94,8 +94,8 @@ export class IommuDomain {
   readonly world: Kernel;
   /** World-unique id. */
   readonly id: number;
-  /** Domain type. */
-  readonly type: IommuDomainType;
+  /** Domain type (a `dma` domain may become `dma-fq`, as sysfs allows live). */
+  type: IommuDomainType;
   /** The IO page table (paging types only). */
   readonly pgtable: IoPageTable | null;
   /** `pgsize_bitmap` (0 for non-paging domains). */
