@@ -97,8 +97,8 @@ export function dmaBufCore(world: Kernel): DmaBufCore {
   return world.ext("dma-buf.core", () => new DmaBufCore(world));
 }
 
-/** `struct dma_buf_poll_cb_t`. */
-class PollCb extends DmaFenceCb {
+/** `struct dma_buf_poll_cb_t`: one poll direction's fence callback. */
+export class DmaBufPollCb extends DmaFenceCb {
   /** `active`: EPOLLIN/EPOLLOUT while armed, 0 otherwise. */
   active = 0;
 }
@@ -151,9 +151,9 @@ export class DmaBuf {
   /** `poll` wait queue wakeups seen (poll callbacks that fired). */
   pollWakeups = 0;
   /** `cb_in`. */
-  readonly cbIn: PollCb = new PollCb();
+  readonly cbIn: DmaBufPollCb = new DmaBufPollCb();
   /** `cb_out`. */
-  readonly cbOut: PollCb = new PollCb();
+  readonly cbOut: DmaBufPollCb = new DmaBufPollCb();
   /** Mappings handed out and not yet unmapped, over every attachment (sg and PAL). */
   outstandingMappings = 0;
   readonly #embeddedResv: boolean;
@@ -332,14 +332,14 @@ export class DmaBuf {
     return events;
   }
 
-  #pollCb(fence: { put(): void } | null, cb: PollCb): void {
+  #pollCb(fence: { put(): void } | null, cb: DmaBufPollCb): void {
     this.pollWakeups++;
     cb.active = 0;
     fence?.put();
     this.file.put();
   }
 
-  #pollAddCb(write: boolean, cb: PollCb): boolean {
+  #pollAddCb(write: boolean, cb: DmaBufPollCb): boolean {
     const cursor = new DmaResvIter(this.resv, dmaResvUsageRw(write));
     for (let f = cursor.first(); f; f = cursor.next()) {
       f.get();

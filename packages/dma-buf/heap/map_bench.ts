@@ -4,11 +4,19 @@
 // directly (no dma-buf core, no reservation lock, no wrapping).
 import { Device, dmaBitMask, Kernel } from "@dmalab/kernel";
 import { dmaMapSgtable, dmaUnmapSgtable, SgTable as ApiSgTable } from "@dmalab/dma-api";
-import { dmaBufAttach, dmaBufDynamicAttach, dmaHeapSystemAlloc, type SystemHeapBuffer } from "../mod.ts";
+import {
+  dmaBufAttach,
+  dmaBufDynamicAttach,
+  dmaHeapSystemAlloc,
+  type SystemHeapBuffer,
+} from "../mod.ts";
 
 const GIB = 1 << 30;
 const world = new Kernel({ memory: { nodes: [8n << 30n] } });
-const dev = new Device(world, "importer", { dmaMask: dmaBitMask(64), coherentDmaMask: dmaBitMask(64) });
+const dev = new Device(world, "importer", {
+  dmaMask: dmaBitMask(64),
+  coherentDmaMask: dmaBitMask(64),
+});
 const buf = dmaHeapSystemAlloc(world, GIB);
 const heapBuf = buf.priv as SystemHeapBuffer;
 const entries = heapBuf.blocks.length;
@@ -18,7 +26,9 @@ const { stat, dyn } = await world.runTask("setup", async () => ({
   dyn: await dmaBufDynamicAttach(buf, dev, { invalidateMappings: () => {} }, null),
 }));
 
-const raw = new ApiSgTable(heapBuf.blocks.map((p, i) => ({ phys: p.pfn * 4096, length: 4096 << heapBuf.orders[i]! })));
+const raw = new ApiSgTable(
+  heapBuf.blocks.map((p, i) => ({ phys: p.pfn * 4096, length: 4096 << heapBuf.orders[i]! })),
+);
 
 Deno.bench({
   name: `raw baseline: dma_map_sgtable + dma_unmap_sgtable, 1 GiB (${entries} entries)`,

@@ -50,9 +50,13 @@ const PAGE_SIZE = 4096;
 /** Allocation orders tried, largest first (`orders[]`). */
 export const SYSTEM_HEAP_ORDERS: readonly number[] = [8, 4, 0];
 
-interface SysAttachment {
+/** `struct dma_heap_attachment`: the per-attachment copy of the page table. */
+export interface SystemHeapAttachment {
+  /** `dev`. */
   readonly dev: Device;
+  /** `table`. */
   readonly table: SgTable;
+  /** `mapped`. */
   mapped: boolean;
 }
 
@@ -69,7 +73,7 @@ export class SystemHeapBuffer {
   /** Byte offset of each block inside the buffer. */
   readonly starts: number[];
   /** `attachments` (under `lock`). */
-  readonly attachments: Set<SysAttachment> = new Set();
+  readonly attachments: Set<SystemHeapAttachment> = new Set();
   /** `lock`. */
   readonly lock: Mutex;
   /** `vmap_cnt`. */
@@ -120,7 +124,7 @@ function bufOf(dmabuf: DmaBuf): SystemHeapBuffer {
 export const systemHeapBufOps: DmaBufOps = {
   async attach(dmabuf: DmaBuf, attach: DmaBufAttachment): Promise<void> {
     const buffer = bufOf(dmabuf);
-    const a: SysAttachment = { dev: attach.dev!, table: buffer.newTable(), mapped: false };
+    const a: SystemHeapAttachment = { dev: attach.dev!, table: buffer.newTable(), mapped: false };
     attach.priv = a;
     await buffer.lock.lock();
     buffer.attachments.add(a);
@@ -129,17 +133,17 @@ export const systemHeapBufOps: DmaBufOps = {
   async detach(dmabuf: DmaBuf, attach: DmaBufAttachment): Promise<void> {
     const buffer = bufOf(dmabuf);
     await buffer.lock.lock();
-    buffer.attachments.delete(attach.priv as SysAttachment);
+    buffer.attachments.delete(attach.priv as SystemHeapAttachment);
     buffer.lock.unlock();
   },
   mapDmaBuf(attach: DmaBufAttachment, dir: DmaDataDirection): SgTable {
-    const a = attach.priv as SysAttachment;
+    const a = attach.priv as SystemHeapAttachment;
     dmaMapSgtable(attach.dmabuf.world, a.dev, a.table, dir, 0);
     a.mapped = true;
     return a.table;
   },
   unmapDmaBuf(attach: DmaBufAttachment, sgt: SgTable, dir: DmaDataDirection): void {
-    const a = attach.priv as SysAttachment;
+    const a = attach.priv as SystemHeapAttachment;
     a.mapped = false;
     dmaUnmapSgtable(attach.dmabuf.world, a.dev, sgt, dir, 0);
   },

@@ -64,7 +64,7 @@ export class ShmemInode extends Inode {
   /** Folio size in bytes (4 KiB or 2 MiB). */
   readonly folioSize: number;
   /** Page cache: folio index → head page. */
-  readonly folios = new Map<number, Page>();
+  readonly folios: Map<number, Page> = new Map();
   readonly #world: Kernel;
 
   /** Built by {@linkcode memfdCreate}. */
