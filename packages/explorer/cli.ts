@@ -3,7 +3,7 @@
  *
  * The command-line front end: `dmalab explore SCENARIO [--bound N]
  * [--pct DEPTH --runs N] [--seed N] [--replay S] [--json] [--trace FILE]
- * [--ftrace FILE] [--no-por] [--max-schedules N] [--list]`. apps/cli
+ * [--ftrace FILE] [--no-por] [--dpor] [--max-schedules N] [--list]`. apps/cli
  * registers {@linkcode exploreMain} as the `explore` command; it writes
  * through a small {@linkcode ExploreIo} so tests capture its output.
  *
@@ -52,6 +52,7 @@ options:
   --seed N           PCT seed (default 1)
   --replay S         run the one schedule S (as printed in a report)
   --no-por           turn sleep-set reduction off
+  --dpor             add dynamic partial-order reduction (fewer schedules)
   --max-schedules N  stop after N schedules (default 1000000)
   --json             print one JSON document
   --trace FILE       write the failing (or replayed) run as Chrome/Perfetto JSON
@@ -72,7 +73,7 @@ const VALUE_FLAGS = new Set([
   "ftrace",
   "max-schedules",
 ]);
-const BOOL_FLAGS = new Set(["json", "list", "no-por", "help"]);
+const BOOL_FLAGS = new Set(["json", "list", "no-por", "dpor", "help"]);
 
 function parse(args: readonly string[]): { flags: Map<string, string | true>; pos: string[] } {
   const flags = new Map<string, string | true>();
@@ -143,7 +144,9 @@ export function formatResult(r: ExploreResult, options: { ftrace?: boolean } = {
     ? `PCT depth ${r.pct!.depth}, ${r.pct!.runs} runs, seed ${r.pct!.seed}, ~${
       r.pct!.steps
     } decisions per run`
-    : `depth-first, preemption bound ${r.bound}, sleep sets ${r.por ? "on" : "off"}`;
+    : `depth-first, preemption bound ${r.bound}, sleep sets ${r.por ? "on" : "off"}${
+      r.dpor ? ", DPOR" : ""
+    }`;
   lines.push(`explore ${r.scenario} (${mode})`);
   const stats = `${plural(r.schedules, "schedule")}, ${plural(r.states, "distinct state")}, ` +
     `${r.pruned} pruned in ` +
@@ -308,6 +311,7 @@ async function main(args: readonly string[], io: ExploreIo): Promise<number> {
     ...(seed !== undefined ? { seed } : {}),
     ...(maxSchedules !== undefined ? { maxSchedules } : {}),
     ...(flags.has("no-por") ? { por: false } : {}),
+    ...(flags.has("dpor") ? { dpor: true } : {}),
     ...(onProgress ? { onProgress, progressEvery: 256 } : {}),
   });
   if (io.isTty && lastTick > -Infinity) io.err("\r\x1b[K");

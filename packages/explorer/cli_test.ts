@@ -82,6 +82,11 @@ Deno.test("dmalab explore", async (t) => {
     ok(io.files.get("t.txt")!.startsWith("# tracer: nop"));
     ok(!io.stdout.includes("# tracer: nop"), "the ftrace text went to the file");
   });
+  await t.step("--dpor", async () => {
+    const io = capture();
+    strictEqual(await exploreMain(["abba-ordered", "--dpor"], io), 0);
+    ok(io.stdout.includes("sleep sets on, DPOR"));
+  });
   await t.step("PCT from the command line", async () => {
     const io = capture();
     strictEqual(

@@ -45,6 +45,8 @@ export interface ExploreOptions {
   bound?: number;
   /** Sleep-set partial-order reduction. Default true. */
   por?: boolean;
+  /** Dynamic partial-order reduction on top of the sleep sets (see `DfsOptions.dpor`). Default false. */
+  dpor?: boolean;
   /** Randomized PCT instead of the systematic search. */
   pct?: { depth: number; runs: number };
   /** Seed of the PCT runs. Default 1. */
@@ -101,6 +103,8 @@ export interface ExploreResult {
   readonly bound?: number;
   /** Whether sleep sets were on (dfs). */
   readonly por?: boolean;
+  /** Whether DPOR was on (dfs). */
+  readonly dpor?: boolean;
   /** PCT depth and runs asked for (pct). */
   readonly pct?: { depth: number; runs: number; seed: number; steps: number };
   /** Schedules run to their end. */
@@ -366,7 +370,11 @@ async function exploreWith(
     complete = i >= pctRuns || (first !== null && stopOnFailure);
     pctInfo = { depth, runs: pctRuns, seed, steps: k };
   } else {
-    const dfs = new DfsStrategy({ bound: options.bound ?? 2, por: options.por ?? true });
+    const dfs = new DfsStrategy({
+      bound: options.bound ?? 2,
+      por: options.por ?? true,
+      dpor: options.dpor ?? false,
+    });
     for (;;) {
       const out = await runScenario(scenario, dfs, {
         maxSteps,
@@ -436,9 +444,13 @@ async function exploreWith(
     complete,
     failure,
   };
-  return pctInfo
-    ? { ...base, mode: "pct", pct: pctInfo }
-    : { ...base, mode: "dfs", bound: options.bound ?? 2, por: options.por ?? true };
+  return pctInfo ? { ...base, mode: "pct", pct: pctInfo } : {
+    ...base,
+    mode: "dfs",
+    bound: options.bound ?? 2,
+    por: options.por ?? true,
+    dpor: options.dpor ?? false,
+  };
 }
 
 /** Defines `key` on `obj` as an enumerable property computed on first read. */

@@ -1,6 +1,7 @@
 import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
 import { KernelError } from "@dmalab/kernel";
 import {
+  counterScenario,
   explore,
   type ExploreResult,
   formatSchedule,
@@ -208,6 +209,35 @@ Deno.test("sleep sets explore fewer schedules than plain DFS, finding the same b
     strictEqual(dfs.failure, null);
     ok(por.schedules < dfs.schedules, `${por.schedules} < ${dfs.schedules}`);
     strictEqual(por.states, dfs.states);
+  });
+});
+
+Deno.test("DPOR: no more schedules than sleep sets, the same states and bugs", async (t) => {
+  const cases: [string, Scenario<unknown>][] = [
+    ["counter-race-noise", withNoise(sc("counter-race"), 1, 3)],
+    ["counter-mutex-noise", withNoise(sc("counter-mutex"), 2, 2)],
+    ["counter-3", counterScenario({ name: "counter-3", tasks: 3 }) as Scenario<unknown>],
+    ["lost-wakeup", sc("lost-wakeup")],
+    ["abba-deadlock", sc("abba-deadlock")],
+    ["ww-wound-wait", wwWoundWait as Scenario<unknown>],
+  ];
+  for (const [name, s] of cases) {
+    await t.step(name, async () => {
+      const opts = { stopOnFailure: false, minimize: false };
+      const sleep = await explore(s, opts);
+      const dpor = await explore(s, { ...opts, dpor: true });
+      ok(dpor.schedules <= sleep.schedules, `${dpor.schedules} <= ${sleep.schedules}`);
+      strictEqual(dpor.states, sleep.states);
+      strictEqual(dpor.failures > 0, sleep.failures > 0);
+    });
+  }
+  await t.step("strictly fewer where tasks are independent", async () => {
+    const s = withNoise(sc("counter-race"), 1, 3);
+    const opts = { bound: 4, stopOnFailure: false, minimize: false };
+    const sleep = await explore(s, opts);
+    const dpor = await explore(s, { ...opts, dpor: true });
+    ok(dpor.schedules < sleep.schedules, `${dpor.schedules} < ${sleep.schedules}`);
+    strictEqual(dpor.states, sleep.states);
   });
 });
 

@@ -12,7 +12,9 @@
  *   A step that made another task runnable (a wake-up or spawn) or ended
  *   in a sleep empties the sleep set: it synchronised with another task
  *   through state its point does not name (the holder's unlock, a wait
- *   queue), so it is not reordered.
+ *   queue), so it is not reordered. With `dpor`, a decision only tries the
+ *   tasks that the race analysis of executed runs asks for (Flanagan and
+ *   Godefroid's DPOR, with the extra backtrack points of bounded POR).
  * - {@linkcode PctStrategy}: probabilistic concurrency testing (Burckhardt,
  *   Kothari, Musuvathi, Nagarakatte, ASPLOS 2010): random distinct task
  *   priorities, the highest-priority runnable task runs, and at d-1 random
@@ -39,6 +41,22 @@ interface Frame {
   readonly done: number[];
   chosen: number;
   readonly preemptionsBefore: number;
+  /** DPOR: the choices worth trying here (null: every choice). */
+  readonly backtrack: number[] | null;
+}
+
+interface Step {
+  readonly pid: number;
+  readonly obj: number;
+  acc: AccessCode;
+  /** Decision index of the point before the step, or -1 for a forced point. */
+  readonly frame: number;
+}
+
+function dependent(a: Step, b: Step): boolean {
+  if (a.acc === 0 || b.acc === 0) return true;
+  if (a.obj !== b.obj) return false;
+  return a.acc === 2 || b.acc === 2;
 }
 
 /** Options for {@linkcode DfsStrategy}. */
@@ -47,6 +65,13 @@ export interface DfsOptions {
   bound?: number;
   /** Sleep-set partial-order reduction. Default true. */
   por?: boolean;
+  /**
+   * Dynamic partial-order reduction on top (Flanagan and Godefroid, POPL
+   * 2005, with the bounded-POR extra backtrack points of Coons, Musuvathi and
+   * McKinley, OOPSLA 2013): a decision tries another task only where a race
+   * in an executed run calls for it. Default false.
+   */
+  dpor?: boolean;
 }
 
 /**
@@ -78,6 +103,9 @@ export class DfsStrategy implements Strategy {
   readonly bound: number;
   /** Whether sleep sets are on. */
   readonly por: boolean;
+  /** Whether DPOR is on. */
+  readonly dpor: boolean;
+  #steps: Step[] = [];
   readonly #frames: Frame[] = [];
   #branch = -1;
   #sleep: number[] = [];
@@ -91,6 +119,7 @@ export class DfsStrategy implements Strategy {
   constructor(options: DfsOptions = {}) {
     this.bound = options.bound ?? 2;
     this.por = options.por ?? true;
+    this.dpor = options.dpor ?? false;
     if (!Number.isInteger(this.bound) || this.bound < 0) {
       throw new RangeError(`DfsStrategy: bound must be a non-negative integer, got ${this.bound}`);
     }
@@ -117,6 +146,25 @@ export class DfsStrategy implements Strategy {
 
   /** Chooses at one point (see {@linkcode Strategy.decide}). */
   decide(p: PointView): number {
+    if (!this.dpor) return this.#choose(p);
+    const steps = this.#steps;
+    // the previous step synchronised through undeclared state: it conflicts with all
+    if (steps.length && (p.woke || p.ctx.point.reason === "block")) {
+      steps[steps.length - 1]!.acc = 0;
+    }
+    const pid = this.#choose(p);
+    if (pid !== PRUNE) {
+      steps.push({
+        pid,
+        obj: p.run.pendingObject(pid) ?? -1,
+        acc: p.run.pendingAccess(pid),
+        frame: p.choice ? p.index : -1,
+      });
+    }
+    return pid;
+  }
+
+  #choose(p: PointView): number {
     const idx = p.index;
     const branch = this.#branch;
     if (idx < branch || (idx === branch && !p.choice)) {
@@ -176,10 +224,66 @@ export class DfsStrategy implements Strategy {
       done: [chosen],
       chosen,
       preemptionsBefore: this.#preemptions,
+      backtrack: this.dpor ? [chosen] : null,
     });
     if (p.preemptible && chosen !== pids[0]) this.#preemptions++;
     this.#capture(p, chosen);
     return chosen;
+  }
+
+  /**
+   * DPOR race analysis of the run just executed: for each step, the latest
+   * earlier step of another task that conflicts with it and is not already
+   * ordered before it (vector clocks over the conflicts) is a race; the
+   * decision before that earlier step gets the later step's task as a
+   * choice to try (every runnable task when it was not runnable there), and
+   * so does the latest earlier decision where running it costs no
+   * preemption.
+   */
+  #races(): void {
+    const e = this.#steps;
+    const frames = this.#frames;
+    const clocks: number[][] = new Array(e.length);
+    const last = new Map<number, number>();
+    const add = (k: number, pid: number): void => {
+      const fi = e[k]!.frame;
+      if (fi < 0 || fi >= frames.length) return;
+      const f = frames[fi]!;
+      if (f.runnable.includes(pid)) addChoice(f, pid);
+      else for (const q of f.runnable) addChoice(f, q);
+      for (let j = fi; j >= 0; j--) {
+        const g = frames[j]!;
+        if (!g.preemptible && g.runnable.includes(pid)) {
+          addChoice(g, pid);
+          break;
+        }
+      }
+    };
+    for (let i = 0; i < e.length; i++) {
+      const s = e[i]!;
+      const prev = last.get(s.pid);
+      const before = prev === undefined ? null : clocks[prev]!;
+      for (let k = i - 1; k >= 0; k--) {
+        const o = e[k]!;
+        if (o.pid === s.pid || !dependent(o, s)) continue;
+        if (before !== null && (before[o.pid] ?? 0) >= k + 1) continue;
+        add(k, s.pid);
+        break;
+      }
+      const c = before === null ? [] : before.slice();
+      for (let k = 0; k < i; k++) {
+        const o = e[k]!;
+        if (o.pid === s.pid || !dependent(o, s)) continue;
+        const ok = clocks[k]!;
+        for (let q = 0; q < ok.length; q++) {
+          const v = ok[q];
+          if (v !== undefined && v > (c[q] ?? 0)) c[q] = v;
+        }
+      }
+      c[s.pid] = i + 1;
+      clocks[i] = c;
+      last.set(s.pid, i);
+    }
   }
 
   #nondeterministic(idx: number, f: Frame, p: PointView): number {
@@ -195,11 +299,16 @@ export class DfsStrategy implements Strategy {
    */
   backtrack(): boolean {
     const frames = this.#frames;
+    if (this.dpor) {
+      this.#races();
+      this.#steps = [];
+    }
     for (let k = frames.length - 1; k >= 0; k--) {
       const f = frames[k]!;
       for (let i = 0; i < f.runnable.length; i++) {
         const c = f.runnable[i]!;
         if (f.done.includes(c) || f.sleep.includes(c)) continue;
+        if (f.backtrack !== null && !f.backtrack.includes(c)) continue;
         const cost = f.preemptible && i > 0 ? 1 : 0;
         if (f.preemptionsBefore + cost > this.bound) continue;
         f.done.push(c);
@@ -214,6 +323,10 @@ export class DfsStrategy implements Strategy {
     frames.length = 0;
     return false;
   }
+}
+
+function addChoice(f: Frame, pid: number): void {
+  if (f.backtrack !== null && !f.backtrack.includes(pid)) f.backtrack.push(pid);
 }
 
 function sameRunnable(pids: readonly number[], p: PointView): boolean {
