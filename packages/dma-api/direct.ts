@@ -63,9 +63,9 @@ function overflow(dev: Device, dma: number, size: number, what = "DMA addr"): bi
 }
 
 /** `swiotlb_map()`: bounce `[phys, phys+size)`; DMA_MAPPING_ERROR when full or unreachable. */
-export function swiotlbMap(dev: Device, phys: number, size: number): bigint {
+export function swiotlbMap(dev: Device, phys: number, size: number, allocAlignMask = 0): bigint {
   const pool = swiotlbOf(dev.world);
-  const tlb = pool.map(dev, phys, size);
+  const tlb = pool.map(dev, phys, size, allocAlignMask);
   if (tlb === null) return DMA_MAPPING_ERROR;
   const dma = physToDma(dev, tlb);
   if (!dmaCapable(dev, dma, size)) {

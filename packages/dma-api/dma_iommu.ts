@@ -51,7 +51,7 @@ import { IovaDomain } from "./iova.ts";
 import { p2pdmaState } from "./p2p.ts";
 import { SG_DMA_BUS_ADDRESS, SG_DMA_SWIOTLB, type SgTable } from "./sg.ts";
 import { dmaDev, dmaLimit } from "./state.ts";
-import { swiotlbMap, swiotlbUnmap } from "./direct.ts";
+import { swiotlbUnmap } from "./direct.ts";
 import { swiotlbOf } from "./swiotlb.ts";
 
 const SZ_4G = 2 ** 32;
@@ -198,14 +198,41 @@ export function iommuDmaMapPhys(
   let p = phys;
   if (devIsUntrusted(dev) && (phys % c.granule || size % c.granule)) {
     if (attrs & DMA_ATTR_MMIO) return DMA_MAPPING_ERROR;
-    const tlb = swiotlbMap(dev, phys, size);
-    if (tlb === DMA_MAPPING_ERROR) return DMA_MAPPING_ERROR;
-    p = Number(tlb) - dmaDev(dev).dmaOffset;
+    const tlb = iommuDmaBounce(dev, c, phys, size, dir, attrs);
+    if (tlb === null) return DMA_MAPPING_ERROR;
+    p = tlb;
   }
   const prot = dmaInfoToProt(dir, dev.dmaCoherent, attrs);
   const r = iommuDmaMapRaw(dev, domain, p, size, prot, dmaLimit(dev));
   if (r === DMA_MAPPING_ERROR && p !== phys) swiotlbUnmap(dev, p, size, dir, attrs);
   return r;
+}
+
+/**
+ * `iommu_dma_map_swiotlb()`: bounce `[phys, phys+size)` into a slot that keeps
+ * the offset within the IOVA granule, and zero the rest of the granules the
+ * IOMMU will expose (the padding), so an untrusted device sees nothing else.
+ * Returns the bounce buffer's physical address, or null.
+ */
+export function iommuDmaBounce(
+  dev: Device,
+  c: IommuDmaCookie,
+  phys: number,
+  size: number,
+  dir: DmaDirection,
+  attrs: number,
+): number | null {
+  const pool = swiotlbOf(dev.world);
+  const tlb = pool.map(dev, phys, size, c.granule - 1);
+  if (tlb === null) return null;
+  const start = tlb - (tlb % c.granule);
+  const end = start + ivaAlign(c, size + (tlb % c.granule));
+  const copied = !(attrs & DMA_ATTR_SKIP_CPU_SYNC) &&
+    (dir === "DMA_TO_DEVICE" || dir === "DMA_BIDIRECTIONAL");
+  if (!copied) dev.world.mem.fill(tlb, size, 0);
+  if (tlb > start) dev.world.mem.fill(start, tlb - start, 0);
+  if (end > tlb + size) dev.world.mem.fill(tlb + size, end - (tlb + size), 0);
+  return tlb;
 }
 
 /** `iommu_dma_unmap_phys()`. */

@@ -5,9 +5,12 @@
  * dma-api.rst, "IOVA-based DMA mappings"; merged in v6.16):
  * - `dma_iova_try_alloc(dev, state, phys, size)`: zeroes `state`; false when
  *   the device does not use dma-iommu (the caller falls back to the
- *   streaming API), for size 0 (WARN), or when swiotlb would be needed
- *   (untrusted devices); else one IOVA range for `size` plus the
- *   sub-granule offset of `phys`.
+ *   streaming API) or for size 0 (WARN); else one IOVA range for `size`
+ *   plus the sub-granule offset of `phys`.
+ * - Untrusted devices: a link whose start or end is not granule aligned
+ *   bounces the partial head and tail granules through swiotlb (keeping the
+ *   offset, zeroing the padding) and marks the state `DMA_IOVA_USE_SWIOTLB`;
+ *   unlinking copies them back and frees the slots.
  * - `dma_use_iova(state)`: true once IOVA space was allocated.
  * - `dma_iova_link(dev, state, phys, offset, size, dir, attrs)`: maps `phys`
  *   at `state.addr + offset` without syncing (`iommu_map_nosync`). A link
@@ -37,9 +40,11 @@ import {
   dmaCookie,
   dmaInfoToProt,
   iommuDmaAllocIova,
+  iommuDmaBounce,
   type IommuDmaCookie,
   iommuDmaFreeIova,
 } from "./dma_iommu.ts";
+import { swiotlbUnmap } from "./direct.ts";
 import { dmaDev, dmaLimit } from "./state.ts";
 
 /** `struct dma_iova_state`. */
@@ -52,6 +57,10 @@ export class DmaIovaState {
   readonly linked: Map<number, number> = new Map();
   /** `dma_iova_sync` calls made. */
   syncs = 0;
+  /** `DMA_IOVA_USE_SWIOTLB`: some link bounced through swiotlb. */
+  useSwiotlb = false;
+  /** @internal bounce buffers by IOVA: `[iova, tlb, len]`. */
+  readonly bounced: [number, number, number][] = [];
 }
 
 /** `dma_use_iova()`. */
@@ -80,10 +89,11 @@ export function dmaIovaTryAlloc(
   state.size = 0;
   state.linked.clear();
   state.syncs = 0;
+  state.useSwiotlb = false;
+  state.bounced.length = 0;
   const dom = dmaDev(dev).dmaDomain;
   if (!dom) return false;
   if (dev.world.warnOn(size === 0, `dma_iova_try_alloc: ${dev.name}: size 0`)) return false;
-  if (devIsUntrusted(dev)) return false;
   const c = dmaCookie(dom, dev);
   const off = Number(phys) % c.granule;
   const iova = iommuDmaAllocIova(dom, align(c, size + off), dmaLimit(dev), dev);
@@ -143,6 +153,35 @@ export function dmaIovaLink(
     )
   ) throw new KernelError("EINVAL", "dma_iova_link: range beyond the allocation");
   const prot = dmaInfoToProt(dir, dev.dmaCoherent, attrs);
+  if (devIsUntrusted(dev) && (pad || (p + size) % c.granule)) {
+    // iommu_dma_iova_link_swiotlb: bounce the partial head and tail granules
+    const endPad = (p + size) % c.granule;
+    const addr = state.addr + offset;
+    let mapped = 0;
+    let left = size;
+    const bounceAndLink = (iova: number, phys: number, len: number) => {
+      const tlb = iommuDmaBounce(dev, c, phys, len, dir, attrs);
+      if (tlb === null) throw new KernelError("ENOMEM", "dma_iova_link: swiotlb buffer is full");
+      const tpad = tlb % c.granule;
+      dom.mapNosync(iova - tpad, tlb - tpad, align(c, len + tpad), prot);
+      state.bounced.push([iova, tlb, len]);
+      state.useSwiotlb = true;
+    };
+    if (pad) {
+      const len = Math.min(left, c.granule - pad);
+      bounceAndLink(addr, p, len);
+      mapped += len;
+      left -= len;
+    }
+    if (left) {
+      const mid = left - endPad;
+      if (mid > 0) dom.mapNosync(addr + mapped, p + mapped, mid, prot);
+      mapped += Math.max(mid, 0);
+      if (endPad && mid >= 0) bounceAndLink(addr + mapped, p + mapped, endPad);
+    }
+    state.linked.set(offset, size);
+    return;
+  }
   dom.mapNosync(state.addr + offset - pad, p - pad, align(c, size + pad), prot);
   state.linked.set(offset, size);
 }
@@ -160,6 +199,8 @@ function iovaUnlink(
   offset: number,
   size: number,
   freeIova: boolean,
+  dir: DmaDirection,
+  attrs: number,
 ): void {
   const dom = domainOf(dev, "dma_iova_unlink");
   const c = dmaCookie(dom, dev);
@@ -167,6 +208,15 @@ function iovaUnlink(
   const pad = addr % c.granule;
   addr -= pad;
   const len = align(c, size + pad);
+  if (state.useSwiotlb) {
+    // iommu_dma_iova_unlink_range_slow: copy bounced parts back, free the slots
+    for (let i = state.bounced.length - 1; i >= 0; i--) {
+      const [iova, tlb, len] = state.bounced[i]!;
+      if (iova < state.addr + offset || iova >= state.addr + offset + size) continue;
+      swiotlbUnmap(dev, tlb, len, dir, attrs);
+      state.bounced.splice(i, 1);
+    }
+  }
   const g = new IommuIotlbGather();
   g.queued = freeIova && dom.fq !== null;
   const n = dom.unmapFast(addr, len, g);
@@ -192,10 +242,10 @@ export function dmaIovaUnlink(
   state: DmaIovaState,
   offset: number,
   size: number,
-  _dir: DmaDirection,
-  _attrs = 0,
+  dir: DmaDirection,
+  attrs = 0,
 ): void {
-  iovaUnlink(dev, state, offset, size, false);
+  iovaUnlink(dev, state, offset, size, false, dir, attrs);
 }
 
 /** `dma_iova_destroy()`. */
@@ -203,12 +253,12 @@ export function dmaIovaDestroy(
   dev: Device,
   state: DmaIovaState,
   mappedLen: number,
-  _dir: DmaDirection,
-  _attrs = 0,
+  dir: DmaDirection,
+  attrs = 0,
 ): void {
   if (mappedLen) {
     state.linked.clear();
-    iovaUnlink(dev, state, 0, mappedLen, true);
+    iovaUnlink(dev, state, 0, mappedLen, true, dir, attrs);
   } else {
     dmaIovaFree(dev, state);
   }

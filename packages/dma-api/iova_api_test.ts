@@ -5,6 +5,7 @@ import { iommuCoreOf, IommuFaultError, iommuSetup } from "@dmalab/iommu";
 import { defaultMachine } from "@dmalab/pci-p2p";
 import {
   deviceDmaRead,
+  deviceDmaWrite,
   dmaIovaDestroy,
   dmaIovaFree,
   dmaIovaLink,
@@ -138,6 +139,30 @@ Deno.test("IOVA-based DMA API", async (t) => {
       ok(!dmaUseIova(st));
       throws(() => deviceDmaRead(m.nic, addr, 1), IommuFaultError);
     },
+  );
+});
+
+Deno.test("IOVA API on an untrusted device: partial granules bounce (DMA_IOVA_USE_SWIOTLB)", () => {
+  const world = new Kernel();
+  const m = defaultMachine(world);
+  m.nvme.untrusted = true;
+  iommuSetup(world);
+  const p = world.mem.allocPages(1)!.pfn * 4096;
+  world.mem.write(p + 4000, new TextEncoder().encode("0123456789abcdefghij"));
+  world.mem.write(p + 3800, new Uint8Array(190).fill(0x5a)); // a neighbour before the data
+  const st = new DmaIovaState();
+  ok(dmaIovaTryAlloc(m.nvme, st, p + 4000, 20), "untrusted devices may use the IOVA API");
+  dmaIovaLink(m.nvme, st, p + 4000, 0, 20, "DMA_BIDIRECTIONAL");
+  dmaIovaSync(m.nvme, st, 0, 20);
+  ok(st.useSwiotlb);
+  strictEqual(new TextDecoder().decode(deviceDmaRead(m.nvme, st.addr, 20)), "0123456789abcdefghij");
+  strictEqual(deviceDmaRead(m.nvme, st.addr - 100, 1)[0], 0, "padding zeroed, neighbour hidden");
+  deviceDmaWrite(m.nvme, st.addr, new TextEncoder().encode("ZZ"));
+  dmaIovaDestroy(m.nvme, st, 20, "DMA_BIDIRECTIONAL");
+  strictEqual(
+    new TextDecoder().decode(world.mem.read(p + 4000, 4)),
+    "ZZ23",
+    "copied back at unlink",
   );
 });
 

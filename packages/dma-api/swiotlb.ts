@@ -31,6 +31,7 @@ interface Area {
   used: Uint8Array;
   orig: Float64Array;
   allocSize: Float64Array;
+  head: Int32Array;
 }
 
 /** Options for the world's swiotlb pool. */
@@ -79,6 +80,7 @@ export class Swiotlb {
         used: new Uint8Array(SLOTS_PER_AREA),
         orig: new Float64Array(SLOTS_PER_AREA),
         allocSize: new Float64Array(SLOTS_PER_AREA),
+        head: new Int32Array(SLOTS_PER_AREA),
       });
     }
     this.#areas = areas;
@@ -105,12 +107,15 @@ export class Swiotlb {
 
   /**
    * `swiotlb_tbl_map_single()`: a bounce slot run for `[orig, orig+size)`;
-   * returns the slot's physical address, or null when the pool is full.
+   * returns the bounce address, or null when the pool is full. With
+   * `allocAlignMask` (dma-iommu passes the IOVA granule mask) the bounce
+   * address keeps `orig`'s offset within that alignment.
    */
-  map(dev: Device, orig: number, size: number, allocAlign = 0): number | null {
+  map(dev: Device, orig: number, size: number, allocAlignMask = 0): number | null {
     const areas = this.#init();
-    const nslots = Math.ceil(size / IO_TLB_SIZE);
-    const stride = allocAlign > IO_TLB_SIZE ? allocAlign / IO_TLB_SIZE : 1;
+    const pad = allocAlignMask ? orig % (allocAlignMask + 1) : 0;
+    const nslots = Math.ceil((size + pad) / IO_TLB_SIZE);
+    const stride = allocAlignMask >= IO_TLB_SIZE ? (allocAlignMask + 1) / IO_TLB_SIZE : 1;
     if (nslots <= IO_TLB_SEGSIZE) {
       for (const a of areas) {
         for (let i = 0; i + nslots <= SLOTS_PER_AREA; i += stride) {
@@ -128,12 +133,13 @@ export class Swiotlb {
           if (!free) continue;
           for (let k = 0; k < nslots; k++) {
             a.used[i + k] = 1;
-            a.orig[i + k] = orig + k * IO_TLB_SIZE;
+            a.orig[i + k] = orig - pad + k * IO_TLB_SIZE;
+            a.head[i + k] = i;
           }
-          a.allocSize[i] = size;
+          a.allocSize[i] = size + pad;
           this.#used += nslots;
           this.stats.maps++;
-          const tlb = a.start + i * IO_TLB_SIZE;
+          const tlb = a.start + i * IO_TLB_SIZE + pad;
           this.bounce(tlb, size, "DMA_TO_DEVICE");
           return tlb;
         }
@@ -181,7 +187,8 @@ export class Swiotlb {
 
   /** `swiotlb_release_slots()`. */
   release(tlb: number): void {
-    const { a, i } = this.#slot(tlb);
+    const { a, i: at } = this.#slot(tlb);
+    const i = a.head[at]!;
     const size = a.allocSize[i]!;
     const n = Math.ceil(size / IO_TLB_SIZE);
     for (let k = 0; k < n; k++) {
