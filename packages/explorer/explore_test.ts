@@ -88,6 +88,12 @@ Deno.test("the explorer finds each known bug", async (t) => {
     // lockdep needs no bad interleaving: the default schedule shows it
     strictEqual(r.failure.schedule, "-");
   });
+  await t.step("torn-read: a reader sees the half-written record", async () => {
+    const r = await explore(sc("torn-read"));
+    strictEqual(r.failure?.kind, "invariant");
+    strictEqual(r.failure?.message, "torn read: a=1 b=0");
+    strictEqual(r.failure?.preemptions, 1);
+  });
   await t.step("abba-deadlock: a schedule that really deadlocks", async () => {
     const r = await explore(sc("abba-deadlock"));
     ok(r.failure);
@@ -98,7 +104,7 @@ Deno.test("the explorer finds each known bug", async (t) => {
 });
 
 Deno.test("clean variants are clean within the bound, deterministically", async (t) => {
-  for (const name of ["counter-mutex", "waitqueue-wakeup", "abba-ordered"]) {
+  for (const name of ["counter-mutex", "waitqueue-wakeup", "abba-ordered", "rwsem-readers"]) {
     await t.step(name, async () => {
       const a = await explore(sc(name), { bound: 2 });
       strictEqual(a.failure, null);

@@ -11,11 +11,13 @@ import { registerScenario, type Scenario } from "../scenario.ts";
 import { abbaDeadlock, abbaLockdep, abbaOrdered } from "./abba.ts";
 import { counterMutex, counterRace } from "./counter.ts";
 import { lostWakeup, waitQueueWakeup } from "./lost_wakeup.ts";
+import { rwsemReaders, tornRead } from "./rwsem.ts";
 import { wwWaitDie, wwWoundWait } from "./ww_mutex.ts";
 
 export * from "./abba.ts";
 export * from "./counter.ts";
 export * from "./lost_wakeup.ts";
+export * from "./rwsem.ts";
 export * from "./ww_mutex.ts";
 
 /** The scenarios this package ships, in listing order. */
@@ -28,6 +30,8 @@ export const builtinScenarios: readonly Scenario<any>[] = [
   abbaLockdep,
   abbaDeadlock,
   abbaOrdered,
+  tornRead,
+  rwsemReaders,
   wwWaitDie,
   wwWoundWait,
 ];
