@@ -117,6 +117,7 @@ export class Mutex implements WaitTarget {
   #owner: Task | null = null;
   #pickup = false;
   #handoff = false;
+  readonly #labels = new Map<string, readonly [string, string]>();
   /** @internal FIFO / stamp-ordered wait list. */
   readonly waiters: MutexWaiter[] = [];
 
@@ -192,7 +193,7 @@ export class Mutex implements WaitTarget {
     const lockdep = this.world.lockdep;
     const curr = lockdep.current();
     // mutex_release() runs first, so a strict-mode splat leaves the lock as it was.
-    if (lockdep.active) lockdep.release(this.depMap, `mutex_unlock(${this.name})`);
+    if (lockdep.active) lockdep.release(this.depMap, "mutex_unlock");
     if (this.#owner !== curr) {
       lockdep.debugLocksWarnOn(
         true,
@@ -204,6 +205,16 @@ export class Mutex implements WaitTarget {
       if (this.#owner === null) return;
     }
     this.release();
+  }
+
+  /** @internal `[sched label, lockdep site]` for operation `op` (cached: hot path). */
+  labels(op: string): readonly [string, string] {
+    let l = this.#labels.get(op);
+    if (!l) {
+      l = [`${op}:${this.name}`, `${op}(${this.name})`];
+      this.#labels.set(op, l);
+    }
+    return l;
   }
 
   /** @internal `__mutex_remove_waiter`: the last waiter leaving clears HANDOFF. */
@@ -257,7 +268,8 @@ export async function lockCommon(
 ): Promise<number> {
   const world = m.world;
   const sched = world.sched;
-  await sched.preempt(`${label}:${m.name}`, m.id, "write");
+  const [schedLabel, site] = m.labels(label);
+  await sched.preempt(schedLabel, m.id, "write");
   const lockdep = world.lockdep;
   const curr = sched.current!;
   const track = lockdep.active;
@@ -265,7 +277,7 @@ export async function lockCommon(
     lockdep.acquire(m.depMap, {
       subclass: options.subclass ?? 0,
       nestLock: nestMap(options.nestLock),
-      site: options.site ?? `${label}(${m.name})`,
+      site: options.site ?? site,
     });
   }
   const waiter: MutexWaiter = { task: curr, wwCtx: ww ? ww.ctx : null };
@@ -291,7 +303,7 @@ export async function lockCommon(
           ret = ww.checkKill(waiter);
           if (ret) break;
         }
-        await sched.block(m, { interruptible, label: `${label}:${m.name}` });
+        await sched.block(m, { interruptible, label: schedLabel });
         if (m.tryAcquire(curr, m.waiters[0] === waiter)) {
           acquired = true;
           break;
@@ -301,7 +313,7 @@ export async function lockCommon(
       m.removeWaiter(waiter);
       if (acquired && ww) ww.acquiredSlow(waiter, first);
     }
-    if (ret !== 0 && track && lockdep.active) lockdep.release(m.depMap, `${label}(${m.name})`);
+    if (ret !== 0 && track && lockdep.active) lockdep.release(m.depMap, site);
     return ret;
   } catch (e) {
     // A strict-mode splat: leave the lock and the wait list as they were.

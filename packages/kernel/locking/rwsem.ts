@@ -170,7 +170,7 @@ export class RwSemaphore implements WaitTarget {
   upRead(): void {
     const lockdep = this.#world.lockdep;
     const curr = lockdep.current();
-    if (lockdep.active) lockdep.release(this.depMap, `up_read(${this.name})`);
+    if (lockdep.active) lockdep.release(this.depMap, "up_read");
     const i = this.#readers.lastIndexOf(curr);
     if (i < 0) {
       lockdep.debugLocksWarnOn(
@@ -192,7 +192,7 @@ export class RwSemaphore implements WaitTarget {
   upWrite(): void {
     const lockdep = this.#world.lockdep;
     const curr = lockdep.current();
-    if (lockdep.active) lockdep.release(this.depMap, `up_write(${this.name})`);
+    if (lockdep.active) lockdep.release(this.depMap, "up_write");
     if (this.#writer !== curr) {
       lockdep.debugLocksWarnOn(true, "rwsem_owner(sem) != current", `up_write(${this.name})`);
       if (this.#writer === null) return;

@@ -65,12 +65,14 @@ export class SpinLock {
   readonly depMap: LockdepMap;
   readonly #world: Kernel;
   #owner: Task | null = null;
+  readonly #site: string;
 
   /** `spin_lock_init`. */
   constructor(world: Kernel, name = "spinlock", options: SpinLockOptions = {}) {
     this.#world = world;
     this.name = name;
     this.id = world.nextId();
+    this.#site = `spin_lock(${name})`;
     const waitInner = options.raw ? LdWait.SPIN : LdWait.CONFIG;
     this.depMap = world.lockdep.newMap(
       name,
@@ -96,7 +98,7 @@ export class SpinLock {
       lockdep.acquire(this.depMap, {
         subclass: options.subclass ?? 0,
         nestLock: nestMap(options.nestLock),
-        site: `spin_lock(${this.name})`,
+        site: this.#site,
       });
     }
     if (this.#owner !== null) {
@@ -134,7 +136,7 @@ export class SpinLock {
     const lockdep = this.#world.lockdep;
     const curr = lockdep.current();
     if (lockdep.active) {
-      lockdep.acquire(this.depMap, { trylock: true, site: `spin_trylock(${this.name})` });
+      lockdep.acquire(this.depMap, { trylock: true, site: "spin_trylock" });
     }
     curr.preemptCount++;
     this.#owner = curr;
@@ -145,7 +147,7 @@ export class SpinLock {
   unlock(): void {
     const lockdep = this.#world.lockdep;
     const curr = lockdep.current();
-    if (lockdep.active) lockdep.release(this.depMap, `spin_unlock(${this.name})`);
+    if (lockdep.active) lockdep.release(this.depMap, "spin_unlock");
     if (this.#owner !== curr) {
       const msg = this.#owner === null ? "already unlocked" : "wrong owner";
       if (lockdep.debugLocksOff()) {
