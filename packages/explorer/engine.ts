@@ -425,6 +425,17 @@ export class RunEngine {
 
   #point(ctx: PickContext, choice: boolean): number {
     if (this.#failed) return PRUNE;
+    // Runs inside the scheduler's decision: an exception from a scenario
+    // check or a strategy ends the run as a failure instead of escaping there.
+    try {
+      return this.#pointChecked(ctx, choice);
+    } catch (e) {
+      this.#abort(e);
+      return PRUNE;
+    }
+  }
+
+  #pointChecked(ctx: PickContext, choice: boolean): number {
     this.steps++;
     if (this.steps > this.#maxSteps) {
       this.#abort(
@@ -619,7 +630,11 @@ export async function runScenario(
     options.guard?.watch(null);
   }
   if (!pruned && failure === null) {
-    failure = endOfRun(world, scenario, state.value);
+    try {
+      failure = endOfRun(world, scenario, state.value);
+    } catch (err) {
+      failure = classify(world, err);
+    }
   }
   if (failure !== null && world.trace.enabled) {
     world.trace.event("explorer_failure", { kind: failure.kind, message: failure.message });

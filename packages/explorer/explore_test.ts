@@ -307,6 +307,22 @@ Deno.test("failure kinds and limits", async (t) => {
     strictEqual(r.failure?.kind, "invariant");
     strictEqual(r.failure?.message, "inflight: 2 in flight");
   });
+  await t.step("an invariant that throws is a failure of the run, not a crash", async () => {
+    const r = await explore({
+      name: "bad-invariant",
+      description: "",
+      build(world) {
+        world.spawn("t", async () => {
+          await world.sched.preempt("p");
+        });
+      },
+      invariants() {
+        throw new TypeError("invariant blew up");
+      },
+    });
+    strictEqual(r.failure?.kind, "exception");
+    strictEqual(r.failure?.message, "invariant blew up");
+  });
   await t.step("a WARN recorded in a permissive world", async () => {
     const r = await explore({
       name: "warn",
