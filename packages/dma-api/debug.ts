@@ -139,7 +139,7 @@ export class DmaDebug {
     return l && l.length ? l[l.length - 1]! : null;
   }
 
-  #findContaining(dev: Device, dmaAddr: bigint, size: number): DmaDebugEntry | null {
+  #findContaining(dev: Device, dmaAddr: bigint): DmaDebugEntry | null {
     const exact = this.#find(dev, dmaAddr);
     if (exact) return exact;
     for (const [a, l] of this.#entries.get(dev) ?? []) {
@@ -147,7 +147,6 @@ export class DmaDebug {
         if (dmaAddr >= a && dmaAddr < a + BigInt(e.size)) return e;
       }
     }
-    void size;
     return null;
   }
 
@@ -230,7 +229,7 @@ export class DmaDebug {
   checkSync(dev: Device, dmaAddr: bigint, size: number, dir: DmaDirection, toCpu: boolean): void {
     if (!this.enabled) return;
     const addr = hex16(dmaAddr);
-    const e = this.#findContaining(dev, dmaAddr, size);
+    const e = this.#findContaining(dev, dmaAddr);
     if (!e) {
       this.#err(
         dev,

@@ -217,10 +217,8 @@ export class IommuDomain {
    * (needed by caching-mode/shadowing IOMMUs; counted here, no cache holds
    * negative entries in the model).
    */
-  syncMap(iova: number, size: number): void {
+  syncMap(_iova: number, _size: number): void {
     this.stats.syncMaps++;
-    void iova;
-    void size;
   }
 
   /** `iommu_map_nosync()`: {@linkcode IommuDomain.map} without the final sync. */

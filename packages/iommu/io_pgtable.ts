@@ -293,7 +293,7 @@ export class IoPageTable {
     const leafLg2 = ptComputeBestPgsize(this.domainPgsizeBitmap, iova, last, paddr);
     if (!leafLg2) return { mapped: 0, error: "ENXIO" };
     const leafLevel = (leafLg2 - 12) / 9;
-    const rc = this.#checkMapRange(iova, last, leafLevel);
+    const rc = this.#checkMapRange(last, leafLevel);
     if (rc) return { mapped: 0, error: ERRS[rc]! };
 
     let local: IommuIotlbGather | null = null;
@@ -315,7 +315,7 @@ export class IoPageTable {
     return { mapped, error: ERRS[r]! };
   }
 
-  #checkMapRange(va: number, last: number, leafLevel: number): number {
+  #checkMapRange(last: number, leafLevel: number): number {
     if (last > this.lastVa) return E_RANGE;
     if (!this.dynamicTop) return E_OK;
     // increase_top(): add levels until the range and the leaf fit.
@@ -329,7 +329,6 @@ export class IoPageTable {
       this.#topId = id;
       this.#topLevel = level;
     }
-    void va;
     return E_OK;
   }
 

@@ -1,6 +1,6 @@
 /**
- * @dmalab/iommu: IOMMU units, groups and domains, a VT-d second-stage IO page
- * table with the generic page-table algorithms, IOTLB gather/flush, strict
+ * @dmalab/iommu: IOMMU units, groups and domains, IO page tables (VT-d
+ * second-stage and x86-64 formats) with the generic page-table algorithms, IOTLB gather/flush, strict
  * and lazy invalidation, IOTLB and device-TLB (ATS) caches, and DMA
  * translation with faults.
  *
