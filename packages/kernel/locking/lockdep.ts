@@ -80,6 +80,13 @@ export class LockClassKey {
   }
 }
 
+/**
+ * `__lockdep_no_validate__` (`lockdep_set_novalidate_class`): locks of this
+ * key are tracked as held but never validated nor used as the source of a
+ * dependency, as the kernel does for `device->mutex`.
+ */
+export const LOCKDEP_NO_VALIDATE: LockClassKey = new LockClassKey("&dev->mutex");
+
 /** One lock class (`struct lock_class`): a key plus a subclass. */
 export class LockClass {
   /** Index, unique within the world's lockdep. */
@@ -163,6 +170,8 @@ export class HeldLock {
   readonly site: string;
   /** Chain key of the stack up to and including this lock. */
   chainKey = "";
+  /** `hlock->check`: false for no-validate classes. */
+  check = true;
 
   /** Created by {@linkcode Lockdep}. */
   constructor(
@@ -607,7 +616,8 @@ export class Lockdep {
       return;
     }
     hlock.chainKey = `${top ? top.chainKey : ""}/${cls.id}${read ? "r" + read : ""}`;
-    if (!trylock && !this.#validateChain(curr, hlock)) return;
+    if (map.key === LOCKDEP_NO_VALIDATE) hlock.check = false;
+    else if (!trylock && !this.#validateChain(curr, hlock)) return;
     held.push(hlock);
     if (held.length === 1) this.#holders.add(curr);
   }
@@ -627,6 +637,7 @@ export class Lockdep {
       // check_prevs_add: from the top down to and including the first non-trylock entry.
       for (let i = held.length - 1; i >= 0; i--) {
         const prev = held[i]!;
+        if (!prev.check) continue;
         if (!this.#checkPrevAdd(curr, prev, next)) return false;
         if (!prev.trylock) break;
       }

@@ -4,7 +4,7 @@ import { Errno } from "../errno.ts";
 import { KernelBug, KernelError } from "../errors.ts";
 import { ChooserPolicy, FifoPolicy, RandomPolicy, type YieldPoint } from "../sched/policy.ts";
 import { Kernel } from "../world.ts";
-import { LockClassKey } from "./lockdep.ts";
+import { LockClassKey, LOCKDEP_NO_VALIDATE } from "./lockdep.ts";
 import { Mutex } from "./mutex.ts";
 import { RwSemaphore } from "./rwsem.ts";
 import { SpinLock } from "./spinlock.ts";
@@ -357,6 +357,43 @@ Deno.test("lockdep: subclasses, nest_lock, asserts, exit with locks held", async
       big.unlock();
       strictEqual(w.lockdep.heldLocks().length, 0);
     });
+  });
+
+  await t.step("lockdep_set_novalidate_class: device mutexes nest freely", async () => {
+    const w = new Kernel();
+    const parent = new Mutex(w, "parent->mutex", { key: LOCKDEP_NO_VALIDATE });
+    const child = new Mutex(w, "child->mutex", { key: LOCKDEP_NO_VALIDATE });
+    const other = new Mutex(w, "other");
+    await w.runTask("t", async () => {
+      await parent.lock();
+      await child.lock(); // same class, no nesting annotation: not validated
+      await other.lock();
+      other.assertHeld();
+      child.assertHeld();
+      other.unlock();
+      child.unlock();
+      parent.unlock();
+      await other.lock();
+      await child.lock(); // other -> dev mutex is not recorded either way
+      child.unlock();
+      other.unlock();
+    });
+    strictEqual(w.bugs.length, 0);
+    strictEqual(w.lockdep.dependencyCount, 0);
+  });
+
+  await t.step("mutex_destroy of a locked mutex; mutex_lock_killable", async () => {
+    const w = new Kernel({ strict: false });
+    const m = new Mutex(w, "m");
+    await w.runTask("t", async (task) => {
+      strictEqual(await m.lockKillable(), 0);
+      m.destroy();
+      m.unlock();
+      task.signalPending = true;
+      strictEqual(await m.lockKillable(), 0, "an uncontended lock ignores pending signals");
+      m.unlock();
+    });
+    ok(w.dmesg.includes("DEBUG_LOCKS_WARN_ON(mutex_is_locked(lock))"));
   });
 
   await t.step("lockdep_assert_held / lockdep_assert_not_held", async () => {

@@ -179,6 +179,11 @@ export class Mutex implements WaitTarget {
     return lockCommon(this, true, options, null, "mutex_lock_interruptible");
   }
 
+  /** `mutex_lock_killable`: 0, or -EINTR on a (here: any) signal. */
+  lockKillable(options: MutexLockOptions = {}): Promise<number> {
+    return lockCommon(this, true, options, null, "mutex_lock_killable");
+  }
+
   /** `mutex_trylock`: true when acquired; never sleeps. */
   trylock(): boolean {
     const lockdep = this.world.lockdep;
@@ -237,6 +242,15 @@ export class Mutex implements WaitTarget {
       this.#handoff = false;
     }
     if (first) this.world.sched.wake(first.task);
+  }
+
+  /** `mutex_destroy`: the mutex must not be locked (DEBUG_MUTEXES). */
+  destroy(): void {
+    this.world.lockdep.debugLocksWarnOn(
+      this.isLocked(),
+      "mutex_is_locked(lock)",
+      `mutex_destroy(${this.name})`,
+    );
   }
 
   /** `lockdep_assert_held(&lock)`. */
