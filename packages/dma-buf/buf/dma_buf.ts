@@ -48,7 +48,15 @@ import { DmaResv, DmaResvIter, dmaResvUsageRw } from "../resv/dma_resv.ts";
 import type { DmaBufAttachOps, DmaBufExportInfo, DmaBufOps, DmaBufVma } from "./ops.ts";
 import type { IosysMap } from "./iosys_map.ts";
 import { dmaBufAssertResvNotHeld } from "./locking.ts";
-import type { DmaBufAttachment } from "./attachment.ts";
+import {
+  dmaBufAttach,
+  type DmaBufAttachment,
+  dmaBufDetach,
+  dmaBufDynamicAttach,
+  dmaBufInvalidateMappings,
+} from "./attachment.ts";
+import type { DmaBufAttachOps as AttachOps } from "./ops.ts";
+import type { Device } from "@dmalab/kernel";
 import type { DmaBufPfnAttachment } from "../pfn/types.ts";
 
 /** `DMA_BUF_NAME_LEN`: userspace names, including the NUL. */
@@ -225,7 +233,36 @@ export class DmaBuf {
     return files.installNew(this.file, flags);
   }
 
-  /** `dma_buf_mmap_internal` bounds + `dma_buf_llseek` etc. are in the file ops below. */
+  /** `dma_buf_attach(dmabuf, dev)`: a static importer (see attachment.ts). */
+  attach(dev: Device): Promise<DmaBufAttachment> {
+    return dmaBufAttach(this, dev);
+  }
+
+  /** `dma_buf_dynamic_attach(dmabuf, dev, importer_ops, importer_priv)`. */
+  dynamicAttach(
+    dev: Device | null,
+    importerOps: AttachOps | null,
+    importerPriv: unknown,
+  ): Promise<DmaBufAttachment> {
+    return dmaBufDynamicAttach(this, dev, importerOps, importerPriv);
+  }
+
+  /** `dma_buf_detach(dmabuf, attach)`. */
+  detach(attach: DmaBufAttachment): Promise<void> {
+    return dmaBufDetach(this, attach);
+  }
+
+  /** `dma_buf_invalidate_mappings(dmabuf)` (reservation lock held). */
+  invalidateMappings(): void {
+    dmaBufInvalidateMappings(this);
+  }
+
+  /** `dma_buf_move_notify(dmabuf)`: the pre-7.1 name. */
+  moveNotify(): void {
+    dmaBufInvalidateMappings(this);
+  }
+
+  /** Name for reports. */
   toString(): string {
     return `dmabuf:${this.inodeNumber}(${this.expName})`;
   }

@@ -244,6 +244,15 @@ Deno.test("dma_buf_attach / dma_buf_dynamic_attach / dma_buf_detach", async (t) 
     });
     strictEqual(world.bugs.length, 1);
   });
+  await t.step("detaching with a mapping left is reported (the kernel would leak it)", async () => {
+    const world = new Kernel();
+    const exp = new TestExporter(world);
+    await world.runTask("t", async () => {
+      const a = await exp.buf.attach(dev64(world));
+      await a.mapUnlocked("DMA_BIDIRECTIONAL");
+      await rejects(exp.buf.detach(a), (e) => e instanceof KernelBug && e.kind === "invariant");
+    });
+  });
   await t.step("attaching with a device behind no IOMMU works with the real DMA API", async () => {
     const world = new Kernel();
     const exp = new TestExporter(world);
