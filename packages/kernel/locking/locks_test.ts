@@ -814,3 +814,44 @@ Deno.test("property: consistent lock order never deadlocks and lockdep stays sil
     { numRuns: 80 },
   );
 });
+
+Deno.test("property: the same seed gives the same lock acquisition order", async () => {
+  const run = async (seed: number, plan: number[][]): Promise<string[]> => {
+    const w = new Kernel({ policy: new RandomPolicy(seed) });
+    const m = [new Mutex(w, "m0"), new Mutex(w, "m1"), new Mutex(w, "m2")];
+    const sem = new RwSemaphore(w, "sem");
+    const log: string[] = [];
+    plan.forEach((locks, id) => {
+      w.spawn(`t${id}`, async () => {
+        for (const i of locks) {
+          if (i === 3) {
+            await sem.downRead();
+            log.push(`t${id}:sem@${w.sched.now}`);
+            await w.sched.preempt("read side");
+            sem.upRead();
+          } else {
+            await m[i]!.lock();
+            log.push(`t${id}:m${i}@${w.sched.now}`);
+            await w.sched.msleep(1);
+            m[i]!.unlock();
+          }
+        }
+      });
+    });
+    await w.run();
+    return log;
+  };
+  await fc.assert(
+    fc.asyncProperty(
+      fc.integer({ min: 0, max: 0xffff }),
+      fc.array(fc.array(fc.integer({ min: 0, max: 3 }), { minLength: 1, maxLength: 4 }), {
+        minLength: 2,
+        maxLength: 4,
+      }),
+      async (seed, plan) => {
+        deepStrictEqual(await run(seed, plan), await run(seed, plan));
+      },
+    ),
+    { numRuns: 40 },
+  );
+});
