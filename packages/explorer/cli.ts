@@ -330,3 +330,25 @@ async function main(args: readonly string[], io: ExploreIo): Promise<number> {
   }
   return r.failure ? 1 : 0;
 }
+
+/**
+ * The `explore` subcommand, shaped as apps/cli's command table expects
+ * (`{ name, summary, usage, run }`).
+ *
+ * @example
+ * ```ts
+ * import { exploreCommand } from "@dmalab/explorer";
+ * exploreCommand.name; // "explore"
+ * ```
+ */
+export const exploreCommand: {
+  readonly name: "explore";
+  readonly summary: string;
+  readonly usage: string;
+  run(args: string[], io: ExploreIo): Promise<number>;
+} = {
+  name: "explore",
+  summary: "run a scenario under many task interleavings (DFS + sleep sets, DPOR, PCT)",
+  usage: exploreUsage,
+  run: (args, io) => exploreMain(args, io),
+};

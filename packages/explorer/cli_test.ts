@@ -1,5 +1,6 @@
 import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
 import {
+  exploreCommand,
   type ExploreIo,
   exploreMain,
   getScenario,
@@ -81,6 +82,11 @@ Deno.test("dmalab explore", async (t) => {
     ok(Array.isArray(chrome.traceEvents) && chrome.traceEvents.length > 0);
     ok(io.files.get("t.txt")!.startsWith("# tracer: nop"));
     ok(!io.stdout.includes("# tracer: nop"), "the ftrace text went to the file");
+  });
+  await t.step("exploreCommand runs exploreMain", async () => {
+    const io = capture();
+    strictEqual(await exploreCommand.run(["abba-ordered"], io), 0);
+    ok(exploreCommand.usage.startsWith("usage: dmalab explore"));
   });
   await t.step("--dpor", async () => {
     const io = capture();
