@@ -56,6 +56,16 @@ export interface Translation {
   mmio: boolean;
 }
 
+/** Options of {@linkcode iommuTranslate}. */
+export interface TranslateOptions {
+  /**
+   * The device sends an untranslated request even though ATS is enabled
+   * (mlx5 mkeys without `ma_translation_mode`): the device TLB is skipped
+   * and the IOMMU translates in its IOTLB.
+   */
+  untranslated?: boolean;
+}
+
 /**
  * Translates one DMA request of `dev` at `iova` (see the module doc).
  *
@@ -73,7 +83,12 @@ export interface Translation {
  * iommuTranslate(m.nvme, 0x1010, false).phys; // 0x8000_0010
  * ```
  */
-export function iommuTranslate(dev: Device, iova: number, write: boolean): Translation {
+export function iommuTranslate(
+  dev: Device,
+  iova: number,
+  write: boolean,
+  options: TranslateOptions = {},
+): Translation {
   const core = iommuCoreOf(dev.world);
   const info = core?.devIommu(dev) ?? null;
   if (!info) return { phys: iova, span: Number.MAX_SAFE_INTEGER - iova, mmio: false };
@@ -92,7 +107,7 @@ export function iommuTranslate(dev: Device, iova: number, write: boolean): Trans
     return { phys: iova, span: Number.MAX_SAFE_INTEGER - iova, mmio: false };
   }
   let e: TlbEntry | null = null;
-  const atc = unit.devTlb(dev);
+  const atc = options.untranslated ? null : unit.devTlb(dev);
   if (atc) {
     const before = atc.stats.costNs;
     e = atc.lookup(0, iova);
