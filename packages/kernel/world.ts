@@ -111,7 +111,15 @@ export class Kernel {
       ? { hz: options.hz ?? 250 }
       : { hz: options.hz ?? 250, policy: options.policy };
     this.sched = new Scheduler({
-      bug: (kind, summary, report) => this.bug(kind, summary, report),
+      // __might_sleep also lists the held locks (debug_show_held_locks).
+      bug: (kind, summary, report) =>
+        this.bug(
+          kind,
+          summary,
+          kind === "might_sleep" && report !== undefined
+            ? this.lockdep.withHeldLocks(report)
+            : report,
+        ),
       onSwitch: (prev, next) => {
         if (!this.trace.enabled) return;
         this.trace.event("sched_switch", {

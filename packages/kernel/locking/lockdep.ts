@@ -814,6 +814,15 @@ export class Lockdep {
     );
   }
 
+  /**
+   * `report` followed by the current task's held locks, as `__might_sleep`
+   * prints them (`debug_show_held_locks`); unchanged when lockdep is off.
+   */
+  withHeldLocks(report: string): string {
+    if (!this.active) return report;
+    return [report, ...this.#heldLines(this.current())].join("\n");
+  }
+
   /** `debug_check_no_locks_held`: reports when `task` still holds locks. */
   checkNoLocksHeld(task: Task = this.current()): void {
     if (!this.active) return;

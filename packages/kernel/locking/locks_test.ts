@@ -202,6 +202,10 @@ Deno.test("Mutex error paths: errno and state intact", async (t) => {
         }),
         isBug("might_sleep", "BUG: sleeping function called from invalid context"),
       );
+      // __might_sleep lists the held locks
+      const text = w.dmesg.text();
+      ok(text.includes("1 lock held by atomic/1:"), text);
+      ok(text.includes(" #0: ffff888000000040 (s){+.+.}-{3:3}, at: spin_lock(s)"), text);
     },
   );
 });
