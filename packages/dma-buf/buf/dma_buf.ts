@@ -42,6 +42,7 @@ import {
   pseudoFsInode,
   SEEK_END,
   SEEK_SET,
+  WaitQueueHead,
 } from "@dmalab/kernel";
 import { DmaFenceCb } from "../fence/dma_fence.ts";
 import { DmaResv, DmaResvIter, dmaResvUsageRw } from "../resv/dma_resv.ts";
@@ -156,8 +157,10 @@ export class DmaBuf {
   vmappingCounter = 0;
   /** `vmap_ptr`. */
   vmapPtr: IosysMap | null = null;
-  /** `poll` wait queue wakeups seen (poll callbacks that fired). */
+  /** Poll callbacks that fired (each wakes {@linkcode DmaBuf.pollWq}). */
   pollWakeups = 0;
+  /** `poll`: the wait queue pollers sleep on. */
+  readonly pollWq: WaitQueueHead;
   /** `cb_in`. */
   readonly cbIn: DmaBufPollCb = new DmaBufPollCb();
   /** `cb_out`. */
@@ -178,6 +181,7 @@ export class DmaBuf {
     this.file = file;
     this.resv = resv;
     this.#embeddedResv = embedded;
+    this.pollWq = new WaitQueueHead(world.sched, "dmabuf->poll");
   }
 
   /** `file_inode(dmabuf->file)->i_ino`: unique per buffer. */
@@ -369,8 +373,25 @@ export class DmaBuf {
     return events;
   }
 
+  /**
+   * poll(2) on the fd until one of `events` is ready: `dma_buf_poll`, and
+   * while nothing is ready, sleep on the buffer's poll wait queue until a
+   * callback fires, then poll again (`do_poll`). Interruptible: a signal
+   * ends it with -ERESTARTSYS (-EINTR to user space).
+   */
+  async pollWait(events: number = EPOLLIN | EPOLLOUT): Promise<number> {
+    for (;;) {
+      const seen = this.pollWakeups;
+      const mask = await this.poll(events);
+      if (mask) return mask;
+      const r = await this.pollWq.waitEventInterruptible(() => this.pollWakeups !== seen);
+      if (r < 0) throw new KernelError("ERESTARTSYS", `${this}: poll interrupted`);
+    }
+  }
+
   #pollCb(fence: { put(): void } | null, cb: DmaBufPollCb): void {
     this.pollWakeups++;
+    this.pollWq.wakeUpAll();
     cb.active = 0;
     fence?.put();
     this.file.put();

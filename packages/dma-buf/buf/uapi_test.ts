@@ -289,6 +289,29 @@ Deno.test("dma-buf uapi: poll", async (t) => {
   );
 });
 
+Deno.test("dma-buf uapi: poll(2) sleeps until the fences it waits for signal", async () => {
+  const world = new Kernel();
+  const exp = new TestExporter(world);
+  let writer: DmaFence | null = null;
+  let readyAt = -1;
+  let mask = 0;
+  await world.runTask("setup", async () => {
+    writer = await addFence(world, exp.buf, DmaResvUsage.WRITE);
+  });
+  world.spawn("poller", async () => {
+    mask = await exp.buf.pollWait(EPOLLIN);
+    readyAt = world.sched.now;
+  });
+  world.spawn("gpu", async () => {
+    await world.sched.msleep(20);
+    writer!.signal();
+  });
+  await world.run();
+  strictEqual(mask, EPOLLIN);
+  strictEqual(readyAt, writer!.timestamp());
+  strictEqual(exp.buf.refcount, 1);
+});
+
 Deno.test("debugfs bufinfo", async () => {
   const world = new Kernel();
   const text = await world.runTask("cat", async () => {
