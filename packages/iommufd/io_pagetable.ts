@@ -49,7 +49,7 @@ import { IOMMU_MMIO, IOMMU_READ, IOMMU_WRITE, type IommuDomain } from "@dmalab/i
 
 const PAGE = 4096;
 /** `ULONG_MAX` stand-in: the largest IOVA the model represents exactly. */
-export const IOVA_MAX = Number.MAX_SAFE_INTEGER;
+export const IOVA_MAX: number = Number.MAX_SAFE_INTEGER;
 
 /** A contiguous physical run of an area: `length` bytes at `phys` for `iova`. */
 export interface PfnRun {
@@ -292,7 +292,7 @@ export class IoPagetable {
   /** Domains the areas are mirrored into. */
   readonly domains: IommuDomain[] = [];
   /** `iova_alignment`. */
-  iovaAlignment = PAGE;
+  iovaAlignment: number = PAGE;
   /** Who pays for pins. */
   readonly user: IommufdUser;
   /** Counters. */

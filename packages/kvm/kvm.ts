@@ -45,7 +45,7 @@ import { KvmVcpu } from "./vcpu.ts";
 import { PAGE_SIZE } from "./constants.ts";
 
 /** `INVALID_GPA` as a gfn sentinel. */
-export const INVALID_GFN = -1;
+export const INVALID_GFN: number = -1;
 
 /** VM types (`KVM_X86_DEFAULT_VM`, `KVM_X86_SW_PROTECTED_VM`). */
 export type KvmVmType = "default" | "sw-protected";

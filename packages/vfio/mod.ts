@@ -22,3 +22,52 @@ export * from "./constants.ts";
 export * from "./device.ts";
 export * from "./dma_buf.ts";
 export * from "./phys_vec_sgt.ts";
+// Types of the packages this one builds on, so its API documentation is complete.
+export type * from "@dmalab/kernel";
+export type {
+  DmaBuf,
+  DmaBufAttachment,
+  DmaBufAttachOps,
+  DmaBufMappingInfo,
+  DmaBufOps,
+  DmaBufPfnAttachment,
+  DmaBufPfnAttachOps,
+  DmaBufPfnRange,
+  DmaBufPhysList,
+  DmaBufPollCb,
+  DmaBufRevocable,
+  DmaBufVma,
+  DmaDataDirection,
+  DmaFence,
+  DmaFenceCb,
+  DmaFenceFunc,
+  DmaFenceKind,
+  DmaFenceOps,
+  DmaResv,
+  DmaResvEntry,
+  DmaResvIter,
+  DmaResvList,
+  DmaResvUsage,
+  FenceLock,
+  IosysMap,
+  PfnMemoryModel,
+  PhysVec,
+  Scatterlist,
+  SgTable,
+} from "@dmalab/dma-buf";
+export type {
+  GenPool,
+  P2pdmaProvider,
+  PciAtsState,
+  PciBar,
+  PciBus,
+  PciDev,
+  PciDevType,
+  PciHostBridge,
+  PciLink,
+  PciP2pdma,
+  PciP2pdmaMapType,
+  PciPasidState,
+  PciPriState,
+  PciWindow,
+} from "@dmalab/pci-p2p";
