@@ -24,7 +24,9 @@
  * per attachment, which of them were invalidated (stale), exporter pins.
  * {@linkcode DmaBufAttachment.checkAccess} is what a model importer calls
  * before using a mapping for DMA: using a stale or foreign table, or one of
- * a revoked buffer, is reported as the use-after-invalidate it is.
+ * a revoked buffer, is reported as the use-after-invalidate it is; so is a
+ * dynamic importer's DMA while a KERNEL fence is still pending (the core
+ * waited for those only for static importers, inside map).
  *
  * Locking: as the DOC comment in locking.ts; `attach`, `detach`, the
  * `_unlocked` calls must not hold the lock, the others must.
@@ -315,6 +317,13 @@ export class DmaBufAttachment {
     }
     if (dmaBufRevokeState(buf) !== "ok") {
       buf.world.bug("invariant", `dma-buf: ${this}: DMA after the buffer was revoked`);
+      return;
+    }
+    if (this.isDynamic && !buf.resv.testSignaled(DmaResvUsage.KERNEL)) {
+      buf.world.bug(
+        "invariant",
+        `dma-buf: ${this}: DMA while a KERNEL fence (move/clear) is pending: dynamic importers must wait for it`,
+      );
     }
   }
 }

@@ -291,6 +291,24 @@ Deno.test("dma_buf_invalidate_mappings (move_notify)", async (t) => {
       });
     },
   );
+  await t.step("a dynamic importer must wait for KERNEL fences itself before DMA", async () => {
+    const world = new Kernel();
+    const exp = new TestExporter(world, { dynamic: true });
+    await world.runTask("t", async () => {
+      const a = await dmaBufDynamicAttach(
+        exp.buf,
+        dev64(world),
+        { invalidateMappings: () => {} },
+        null,
+      );
+      const move = await addFence(world, exp.buf, DmaResvUsage.KERNEL);
+      const sgt = await a.mapUnlocked("DMA_BIDIRECTIONAL"); // returns at once: no wait for dynamic importers
+      throws(() => a.checkAccess(sgt), (e) => e instanceof KernelBug && e.kind === "invariant");
+      move.signal();
+      a.checkAccess(sgt);
+      await a.unmapUnlocked(sgt, "DMA_BIDIRECTIONAL");
+    });
+  });
   await t.step("dma_buf_attach_revocable: only importers with an invalidate callback", async () => {
     const world = new Kernel();
     const exp = new TestExporter(world);
