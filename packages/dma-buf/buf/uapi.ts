@@ -15,7 +15,8 @@
  * - `DMA_BUF_IOCTL_IMPORT_SYNC_FILE` (0x40086203): same flag rules; the
  *   sync_file's fence (not a sync_file: -EINVAL) is unwrapped and every
  *   leaf is added under the lock with WRITE usage for WRITE, else READ.
- * - anything else: -ENOTTY.
+ * - anything else: -ENOTTY (also EXPORT/IMPORT when the world variant
+ *   `CONFIG_SYNC_FILE` is "n").
  *
  * User memory is modelled by the argument: a `DataView` over the ioctl
  * struct (null is an unmapped pointer: -EFAULT), and for SET_NAME the
@@ -197,15 +198,18 @@ export async function dmaBufIoctl(
     case DMA_BUF_SET_NAME_B:
       return setName(dmabuf, arg);
     case DMA_BUF_IOCTL_EXPORT_SYNC_FILE:
+      if (!syncFileBuilt(dmabuf)) break;
       return exportSyncFile(dmabuf, arg, files);
     case DMA_BUF_IOCTL_IMPORT_SYNC_FILE:
+      if (!syncFileBuilt(dmabuf)) break;
       return await importSyncFile(dmabuf, arg, files);
-    default:
-      throw new KernelError(
-        "ENOTTY",
-        `dma_buf_ioctl: unknown command 0x${(cmd >>> 0).toString(16)}`,
-      );
   }
+  throw new KernelError("ENOTTY", `dma_buf_ioctl: unknown command 0x${(cmd >>> 0).toString(16)}`);
+}
+
+/** `IS_ENABLED(CONFIG_SYNC_FILE)`: world variant `CONFIG_SYNC_FILE` ("y" by default). */
+function syncFileBuilt(dmabuf: DmaBuf): boolean {
+  return dmabuf.world.variant("CONFIG_SYNC_FILE", "y") === "y";
 }
 
 dmaBufIoctlHook.fn = (dmabuf, cmd, arg) => dmaBufIoctl(dmabuf, cmd, arg);

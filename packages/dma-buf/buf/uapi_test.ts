@@ -15,6 +15,7 @@ import {
   type DmaBuf,
   dmaBufAttach,
   dmaBufBufinfo,
+  dmaBufIterAll,
   dmaBufSyncArg,
   dmaBufSyncFileArg,
   DmaFence,
@@ -249,6 +250,32 @@ Deno.test("dma-buf uapi: sync_file export and import", async (t) => {
       b.put();
     });
   });
+});
+
+Deno.test("dma-buf uapi: without CONFIG_SYNC_FILE the sync_file ioctls are -ENOTTY", async () => {
+  const world = new Kernel({ variants: { CONFIG_SYNC_FILE: "n" } });
+  const exp = new TestExporter(world);
+  const file = filesOf(world).lookup(exp.buf.fd(0));
+  await world.runTask("u", async () => {
+    for (const cmd of [DMA_BUF_IOCTL_EXPORT_SYNC_FILE, DMA_BUF_IOCTL_IMPORT_SYNC_FILE]) {
+      await rejects(
+        Promise.resolve().then(() => file.ioctl(cmd, dmaBufSyncFileArg(DMA_BUF_SYNC_RW))),
+        (e) => isErrno(e, "ENOTTY"),
+      );
+    }
+  });
+});
+
+Deno.test("dma_buf_iter: live buffers with a reference each, newest first", () => {
+  const world = new Kernel();
+  const a = dmaHeapSystemAlloc(world, 4096);
+  const b = dmaHeapSystemAlloc(world, 4096);
+  const it = dmaBufIterAll(world);
+  deepStrictEqual(it, [b, a]);
+  strictEqual(a.refcount, 2);
+  for (const x of it) x.put();
+  a.put();
+  deepStrictEqual(dmaBufIterAll(world), [b]);
 });
 
 Deno.test("dma-buf uapi: poll", async (t) => {
