@@ -2,8 +2,7 @@
  * DOC: explorer benchmarks, and the comparison with fast-check's scheduler
  *
  * `deno bench -A packages/explorer/explorer_bench.ts` times the workloads;
- * `deno run -A --v8-flags=--expose-gc packages/explorer/explorer_bench.ts`
- * prints the comparison
+ * `deno run -A packages/explorer/explorer_bench.ts` prints the comparison
  * table of the README: the two-task lost-update race explored by this
  * package (depth-first, preemption bound 2) against the same race under
  * `fc.scheduler()` (fast-check 4), measured in the same process:
@@ -215,9 +214,6 @@ function median(xs: number[]): number {
 
 /** Units of work per CPU-second, running `step` for about `seconds` of CPU time. */
 async function rateOf(seconds: number, step: () => Promise<number>): Promise<number> {
-  // start each window on a collected heap (run with --v8-flags=--expose-gc),
-  // so neither side pays for the other's garbage
-  (globalThis as { gc?: () => void }).gc?.();
   let n = 0;
   const t0 = cpuMs();
   while (cpuMs() - t0 < seconds * 1000) n += await step();
