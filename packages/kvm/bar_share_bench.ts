@@ -2,7 +2,8 @@
  * Benchmarks of the BAR-sharing scenario: a 128 GiB BAR mapped into a guest
  * (largest leaves each import path allows) and into an IOAS; revoke /
  * unrevoke cycles with both importers attached; memory per mapped GiB is
- * printed by the first two benches (heap delta / GiB).
+ * printed by the mapping benches with DMALAB_BENCH_VERBOSE=1 (heap delta
+ * per GiB; run with `--v8-flags=--expose-gc` for a collected heap).
  */
 import { Kernel } from "@dmalab/kernel";
 import {
@@ -17,10 +18,12 @@ const GiB = 2 ** 30;
 
 async function mapWhole(o: BarShareOptions, size: number, step: number): Promise<void> {
   const world = new Kernel({ variants: barShareVariants(o) });
+  (globalThis as { gc?: () => void }).gc?.();
   const before = Deno.memoryUsage().heapUsed;
   await world.runTask("qemu", async () => {
     const s = await setupBarShare(world, { ...o, size, gpa: 2 ** 40, iova: 2 ** 40 });
     for (let off = 0; off < size; off += step) await s.vcpu.read(s.gpa + off, 1);
+    (globalThis as { gc?: () => void }).gc?.();
     const mb = (Deno.memoryUsage().heapUsed - before) / 2 ** 20;
     if (Deno.env.get("DMALAB_BENCH_VERBOSE")) {
       console.log(
@@ -35,21 +38,27 @@ Deno.bench({
   name: "128 GiB BAR -> guest + IOAS, path B pfn-attachment (1 GiB leaves)",
   n: 3,
   warmup: 1,
-  fn: () => mapWhole({ path: "B", pathB: "pfn-attachment" }, 128 * GiB, GiB),
+  fn: async () => {
+    await mapWhole({ path: "B", pathB: "pfn-attachment" }, 128 * GiB, GiB);
+  },
 });
 
 Deno.bench({
   name: "128 GiB BAR -> guest + IOAS, path A follow_pfnmap (2 MiB leaves)",
   n: 1,
   warmup: 0,
-  fn: () => mapWhole({ path: "A" }, 128 * GiB, 2 << 20),
+  fn: async () => {
+    await mapWhole({ path: "A" }, 128 * GiB, 2 << 20);
+  },
 });
 
 Deno.bench({
   name: "1 GiB of BAR -> guest, path B rfc get_pfn (max_order 0: 4 KiB leaves)",
   n: 1,
   warmup: 0,
-  fn: () => mapWhole({ path: "B", pathB: "get-pfn-unlocked" }, GiB, 4096),
+  fn: async () => {
+    await mapWhole({ path: "B", pathB: "get-pfn-unlocked" }, GiB, 4096);
+  },
 });
 
 // Revoke/unrevoke cycles with both importers attached: memory disable +
