@@ -25,7 +25,7 @@ Deno.test("dmalab CLI conventions", async (t) => {
     ok(io.stderr.includes("unknown option --bogus"));
   });
   await t.step("each command has --help", async () => {
-    for (const c of ["tour", "lockdep", "topo", "explore"]) {
+    for (const c of ["tour", "run", "bufinfo", "lockdep", "topo", "explore"]) {
       const io = captureIo();
       strictEqual(await main([c, "--help"], io), 0);
       ok(io.stdout.startsWith(`usage: dmalab ${c}`), `${c} --help`);

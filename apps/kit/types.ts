@@ -114,6 +114,8 @@ export interface AppRun {
   fabric: PciFabric;
   /** Transfers and spans. */
   recorder: Recorder;
+  /** `/sys/kernel/debug/dma_buf/bufinfo` while the run's buffers were live (null: none taken). */
+  bufinfo: string | null;
 }
 
 /** Options every app takes. */

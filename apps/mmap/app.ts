@@ -61,6 +61,7 @@ import {
   DMA_BUF_SYNC_WRITE,
   DMA_HEAP_IOCTL_ALLOC,
   dmaBufAttach,
+  dmaBufBufinfo,
   dmaBufGet,
   dmaBufSyncArg,
   dmaBufSyncFileArg,
@@ -141,6 +142,7 @@ export async function runMmap(o: AppOptions = {}): Promise<AppRun> {
   const findings: string[] = [];
   const failures: string[] = [];
   let verified = 0;
+  let bufinfo: string | null = null;
   const mm = new MmStruct(world, "app");
   const files = filesOf(world, null);
   const ioctl = (fd: number, cmd: number, arg: DataView) => files.lookup(fd).ioctl(cmd, arg);
@@ -173,6 +175,7 @@ export async function runMmap(o: AppOptions = {}): Promise<AppRun> {
       }`,
     );
     rules.push("dma_buf_map_attachment takes dma_resv (lockdep-checked)");
+    bufinfo = await dmaBufBufinfo(world);
 
     // uapi rule: unknown SYNC flags are -EINVAL.
     try {
@@ -296,6 +299,7 @@ export async function runMmap(o: AppOptions = {}): Promise<AppRun> {
     world,
     fabric: m.fabric,
     recorder: rec,
+    bufinfo,
     result: {
       app: "mmap",
       mechanism: "userspace mmap",

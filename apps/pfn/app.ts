@@ -33,15 +33,17 @@ import type { AppDefinition, AppOptions, AppRun, AppVariantRow } from "@dmalab/a
 import { countEqual, pattern, Recorder } from "@dmalab/app-kit";
 import { ChooserPolicy, Kernel, type PickContext, type Task } from "@dmalab/kernel";
 import { calcMapTypeAndDist, mapTypeName } from "@dmalab/pci-p2p";
+import { dmaBufBufinfo } from "@dmalab/dma-buf";
 import { IommuFaultError } from "@dmalab/iommu";
 import { deviceDmaRead, deviceDmaWrite } from "@dmalab/iommufd";
-import { explore } from "@dmalab/explorer";
+import { explore, type Scenario } from "@dmalab/explorer";
 import {
   barMappings,
   type BarShare,
   barShareInvariant,
   type BarShareOptions,
   barShareScenario,
+  type BarShareState,
   barShareVariants,
   type DmabufBacking,
   type FaultContext,
@@ -66,6 +68,7 @@ export const PFN_VARIANTS: readonly string[] = [
 
 interface ConfigOutcome {
   row: AppVariantRow;
+  bufinfo: string | null;
   world: Kernel;
   share: BarShare;
   verified: number;
@@ -91,6 +94,7 @@ async function runConfig(
     s = await setupBarShare(world, o);
   }, "user");
   const recorder = rec(world, s);
+  const bufinfo = await world.runTask("cat", () => dmaBufBufinfo(world));
   const { gpu, nic } = s.machine;
   const mapType = mapTypeName(calcMapTypeAndDist(gpu, nic, false).mapType);
   const unexpected: string[] = [];
@@ -173,7 +177,7 @@ async function runConfig(
   world.sched.observer = null;
 
   // Explorer: guest accesses racing the reset, every interleaving up to 2 preemptions.
-  const ex = await explore(barShareScenario(o), { bound: 2, maxSchedules: 60 });
+  const ex = await explore(resetRaceScenario(name), { bound: 2, maxSchedules: 60 });
   const explored = ex.failure
     ? `FAILED (${ex.failure.kind}) in ${ex.schedules} schedules`
     : `clean over ${ex.schedules} schedules${ex.complete ? "" : " (bounded)"}`;
@@ -208,7 +212,80 @@ async function runConfig(
     verified,
     unexpected,
     recorder,
+    bufinfo,
   };
+}
+
+/** Makes the vCPU's dma-buf slot install whatever pfn it fetched (no `mmu_invalidate_seq` recheck). */
+function dropRecheck(s: BarShare): void {
+  const backing = s.kvm.slot(0)!.backing as DmabufBacking;
+  const orig = backing.faultin.bind(backing);
+  backing.faultin = (ctx: FaultContext) =>
+    orig({
+      ...ctx,
+      install: (p) => {
+        s.kvm.mmuLock.lock();
+        s.kvm.stage2.map(ctx.gfn, p.pfn, 1, true);
+        s.kvm.mmuLock.unlock();
+        return "mapped";
+      },
+    });
+}
+
+/**
+ * Guest accesses racing a function reset, with no prefault (the guest's
+ * first access faults, so fetching a pfn can race the revoke), for one
+ * configuration; `recheck: false` removes the importer's
+ * `mmu_invalidate_seq` recheck (path B only). The invariant and checks
+ * are `@dmalab/kvm`'s.
+ *
+ * @example
+ * ```ts
+ * import { explore } from "@dmalab/explorer";
+ * import { resetRaceScenario } from "@dmalab/app-pfn";
+ * const r = await explore(resetRaceScenario("B-get-pfn-unlocked", false), { bound: 2 });
+ * r.failure?.kind; // "invariant"
+ * ```
+ */
+export function resetRaceScenario(config: string, recheck = true): Scenario<BarShareState> {
+  const o = PFN_CONFIGS[config];
+  if (!o) throw new RangeError(`resetRaceScenario: unknown configuration ${config}`);
+  if (!recheck && o.path !== "B") throw new RangeError("only path B has a recheck to drop");
+  const base = barShareScenario(o);
+  return {
+    ...base,
+    name: `pfn-reset-race-${config.toLowerCase()}${recheck ? "" : "-no-recheck"}`,
+    description: `first guest access races a function reset, ${config}${
+      recheck ? "" : ", importer without the mmu_invalidate_seq recheck"
+    }`,
+    expect: recheck ? "clean" : "bug",
+    build(world) {
+      const st: BarShareState = { share: null, accesses: [], abortedReads: 0 };
+      world.spawn("qemu", async () => {
+        const s = await setupBarShare(world, o);
+        if (!recheck) dropRecheck(s);
+        st.share = s;
+        s.kvm.spawnVcpu(s.vcpu, async () => {
+          for (let i = 0; i < 2; i++) {
+            try {
+              const b = await s.vcpu.read(s.gpa, 4);
+              if (b.every((x) => x === 0xff)) st.abortedReads++;
+              st.accesses.push("ok");
+            } catch (e) {
+              st.accesses.push(errText(e));
+            }
+          }
+        });
+        world.spawn("qemu-reset", () => s.vdev.reset(), { kind: "user" });
+      }, { kind: "user" });
+      return st;
+    },
+  };
+}
+
+/** Issue 9's scenario 1 in its broken form: {@linkcode resetRaceScenario} without the recheck. */
+export function noRecheckScenario(): Scenario<BarShareState> {
+  return resetRaceScenario("B-get-pfn-unlocked", false);
 }
 
 /**
@@ -222,20 +299,7 @@ async function raceWindow(o: BarShareOptions, noRecheck: boolean, seed: number) 
   await world.runTask("qemu", async () => {
     s = await setupBarShare(world, o);
   }, "user");
-  if (noRecheck) {
-    const backing = s.kvm.slot(0)!.backing as DmabufBacking;
-    const orig = backing.faultin.bind(backing);
-    backing.faultin = (ctx: FaultContext) =>
-      orig({
-        ...ctx,
-        install: (p) => {
-          s.kvm.mmuLock.lock();
-          s.kvm.stage2.map(ctx.gfn, p.pfn, 1, true);
-          s.kvm.mmuLock.unlock();
-          return "mapped";
-        },
-      });
-  }
+  if (noRecheck) dropRecheck(s);
   let violations: string[] = [];
   let phase = 0;
   world.sched.policy = new ChooserPolicy("revoke-in-the-window", (ctx: PickContext): Task => {
@@ -311,12 +375,16 @@ export async function runPfn(o: AppOptions = {}): Promise<AppRun> {
     o.progress?.("pfn: B-get-pfn-unlocked-no-recheck");
     const opts = PFN_CONFIGS["B-get-pfn-unlocked"]!;
     const w = await raceWindow(opts, true, seed);
-    const broke = w.violations.length > 0;
+    const ex = await explore(noRecheckScenario(), { bound: 2, maxSchedules: 60 });
+    const broke = w.violations.length > 0 && ex.failure !== null;
     rows.push({
       variant: "B-get-pfn-unlocked-no-recheck",
       cells: {
         "revoke window (fixed schedule)": `stale pfn installed, guest ${w.outcome}`,
-        "invariant": broke ? w.violations[0]! : "held",
+        "invariant": w.violations[0] ?? "held",
+        "explorer": ex.failure
+          ? `found (${ex.failure.kind}) at schedule ${ex.failure.schedule} after ${ex.schedules} schedules`
+          : `missed over ${ex.schedules} schedules`,
       },
       violations: w.violations,
       keepsInvariants: !broke,
@@ -340,6 +408,7 @@ export async function runPfn(o: AppOptions = {}): Promise<AppRun> {
         verified: 0,
         unexpected: [],
         recorder: rec,
+        bufinfo: null,
       };
     }
   }
@@ -350,6 +419,7 @@ export async function runPfn(o: AppOptions = {}): Promise<AppRun> {
     world: last!.world,
     fabric: s.machine.fabric,
     recorder: last!.recorder,
+    bufinfo: last!.bufinfo,
     result: {
       app: "pfn",
       mechanism: "pfn attachment",

@@ -32,6 +32,7 @@ Deno.test("pfn app: every KVM import path and pfn variant", async (t) => {
     strictEqual(nc.keepsInvariants, false);
     strictEqual(nc.asExpected, true);
     strictEqual(result.expectedFindings.length, 1);
+    ok(nc.cells["explorer"]!.startsWith("found (invariant)"), nc.cells["explorer"]);
   });
   await t.step("NIC transfers go through the host bridge (IOMMU and ACS redirect)", () => {
     ok(recorder.transfers.some((x) => x.mapType === "THRU_HOST_BRIDGE" && x.src !== null));

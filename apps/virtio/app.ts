@@ -33,6 +33,7 @@ import {
 import { filesOf, KernelError } from "@dmalab/kernel";
 import {
   type DmaBuf,
+  dmaBufBufinfo,
   dmaBufGet,
   dmaBufVmapUnlocked,
   dmaBufVunmapUnlocked,
@@ -78,6 +79,7 @@ export async function runVirtio(o: AppOptions = {}): Promise<AppRun> {
   const failures: string[] = [];
   const findings: string[] = [];
   let verified = 0;
+  let bufinfo: string | null = null;
   let pathTaken = "";
   const frame = pattern(0xf00d + (o.seed ?? 1), FRAME);
 
@@ -148,6 +150,7 @@ export async function runVirtio(o: AppOptions = {}): Promise<AppRun> {
       findings.push("non-virtio input: no UUID, the importer mapped guest pages instead");
       pathTaken = "guest pages (dma_map_sgtable, dma-direct)";
     }
+    bufinfo = await dmaBufBufinfo(world);
     if (outRef.kind !== "object") failures.push("the virtio-gpu output was not shared by UUID");
     if (inRef.buf.attachments.length !== (inRef.kind === "object" ? 0 : 1)) {
       failures.push("attachment count does not match the path taken");
@@ -195,6 +198,7 @@ export async function runVirtio(o: AppOptions = {}): Promise<AppRun> {
     world,
     fabric: m.fabric,
     recorder: rec,
+    bufinfo,
     result: {
       app: "virtio",
       mechanism: "driver-private (virtio uuid)",

@@ -11,10 +11,14 @@ import { exploreCommand } from "./explore.ts";
 import { lockdepCommand } from "./lockdep.ts";
 import { topoCommand } from "./topo.ts";
 import { tourCommand } from "./tour.ts";
+import { runCommand } from "./run.ts";
+import { bufinfoCommand } from "./bufinfo.ts";
 
 /** Every subcommand. */
 export const commands: readonly Command[] = [
   tourCommand,
+  runCommand,
+  bufinfoCommand,
   topoCommand,
   exploreCommand,
   lockdepCommand,

@@ -1,20 +1,25 @@
 /**
  * DOC: dmalab tour
  *
- * The main job (`npm start`). Each stop builds a world, runs a scenario and
- * checks that the model found what the kernel would find. Deliberately
- * broken scenarios (the lockdep AB-BA stop) are expected to produce their
- * report: the tour fails (exit 1) only when a stop does not behave as the
- * kernel would. Stops are added as packages land; the five access-mechanism
- * apps are the tour's final shape (see the repo README).
+ * The main job (`npm start`). First the access-mechanism apps (apps/*), each
+ * on its own world on the default machine, with their summary table; then
+ * the core stops, each of which builds a world, runs a scenario and checks
+ * that the model found what the kernel would find. Deliberately broken
+ * scenarios (the lockdep AB-BA stop, app negative controls) are expected to
+ * produce their report: the tour fails (exit 1) only when something does not
+ * behave as the kernel would. The report goes to out/tour unless told
+ * otherwise.
  *
  * @module
  */
 import { Kernel, RandomPolicy, type TraceEvent, WaitQueueHead } from "@dmalab/kernel";
 import { explore, getScenario } from "@dmalab/explorer";
 import { calcMapTypeAndDist, defaultMachine, mapTypeName, type PciFabric } from "@dmalab/pci-p2p";
-import { writeReport } from "../report/html.ts";
+import type { AppRun } from "@dmalab/app-kit";
 import type { ReportTransfer } from "../report/topology_svg.ts";
+import { apps } from "../apps.ts";
+import { formatTable, SUMMARY_HEADERS, summaryRow, writeArtifacts } from "./app_output.ts";
+import { parseSeed } from "./run.ts";
 import { type Command, EXIT_OK, EXIT_VIOLATION, type Io, parseArgs } from "../io.ts";
 import { lockdepDemo } from "./lockdep.ts";
 
@@ -143,47 +148,79 @@ export async function runTour(seed = 1): Promise<TourRow[]> {
   ];
 }
 
-/** Formats rows as a fixed-width table. */
-export function formatTable(headers: string[], rows: string[][]): string {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd();
-  return [line(headers), line(widths.map((w) => "-".repeat(w))), ...rows.map(line)].join("\n");
+/** Runs every access-mechanism app on the default machine. */
+export async function runTourApps(
+  seed = 1,
+  progress?: (line: string) => void,
+): Promise<{ name: string; run: AppRun }[]> {
+  const out: { name: string; run: AppRun }[] = [];
+  for (const app of apps) {
+    progress?.(`tour: ${app.name} (${app.mechanism})`);
+    out.push({
+      name: app.name,
+      run: await app.run({ seed, ...(progress ? { progress } : {}) }),
+    });
+  }
+  return out;
 }
+
+export { formatTable };
+
+/** Where the tour writes its report when `--report` is not given: the repo's out/tour. */
+export const DEFAULT_TOUR_REPORT: string = new URL("../../../out/tour", import.meta.url).pathname;
+
+const STOP_HEADERS = ["stop", "exercises", "observed", "verdict"];
 
 /** `dmalab tour`. */
 export const tourCommand: Command = {
   name: "tour",
-  summary: "run every scenario of the tour and print a summary table (the main job)",
+  summary: "run the five access-mechanism apps and the core stops; print the summary (main job)",
   usage: [
-    "usage: dmalab tour [--seed N] [--json] [--report DIR]",
+    "usage: dmalab tour [--seed N] [--json] [--report DIR] [--no-report] [--trace FILE] [--ftrace FILE]",
     "",
-    "Runs each stop of the tour on its own world and prints what the model",
-    "observed. Exits 0 when every stop behaves as the kernel would, 1 otherwise.",
-    "--report DIR writes DIR/index.html: topology with paths, timeline, summary, splats.",
+    "Runs every access-mechanism app on the default machine and prints the summary",
+    "table (mechanism, exporter, importer, path, ATS, bytes verified, rule",
+    "violations), then the core stops (scheduler, lockdep, p2pdma, explorer), then",
+    "where the report is. Exits 0 when everything behaves as the kernel would, 1",
+    "otherwise. Findings a run sets out to show (lockdep's AB-BA splat, a negative",
+    "control) are expected and do not fail the tour.",
+    "--report DIR writes DIR/index.html (default: out/tour/index.html in the repo);",
+    "--no-report skips it. --trace/--ftrace write every app's trace.",
   ].join("\n"),
   async run(args: string[], io: Io): Promise<number> {
-    const { flags } = parseArgs(args, ["json"], ["seed", "report"]);
-    const rows = await runTour(flags.seed === undefined ? 1 : Number(flags.seed));
-    const ok = rows.every((r) => r.asExpected);
-    let reportPath: string | null = null;
-    if (typeof flags.report === "string") {
-      const fabric = rows.find((r) => r.fabric)?.fabric;
-      if (fabric) {
-        reportPath = await writeReport(flags.report, {
-          title: "dmalab tour",
-          fabric,
-          transfers: rows.flatMap((r) => r.transfers ?? []),
-          summary: {
-            headers: ["stop", "exercises", "observed", "verdict"],
-            rows: rows.map((
-              r,
-            ) => [r.stop, r.exercises, r.observed, r.asExpected ? "as kernel" : "MISMATCH"]),
-          },
-          trace: rows.flatMap((r) => r.trace ?? []),
-          splats: rows.flatMap((r) => r.splats ?? []),
-        });
-      }
-    }
+    const { flags } = parseArgs(args, ["json", "no-report"], [
+      "seed",
+      "report",
+      "trace",
+      "ftrace",
+    ]);
+    const seed = parseSeed(flags.seed);
+    const progress = io.isTty && !flags.json ? (l: string) => io.err(`\r\x1b[K${l}`) : undefined;
+    const runs = await runTourApps(seed, progress);
+    progress?.("tour: core stops");
+    const rows = await runTour(seed);
+    if (progress) io.err("\r\x1b[K");
+    const appsOk = runs.every(({ run }) => run.result.ok);
+    const ok = appsOk && rows.every((r) => r.asExpected);
+    const stopRows = rows.map((
+      r,
+    ) => [r.stop, r.exercises, r.observed, r.asExpected ? "as kernel" : "MISMATCH"]);
+    const reportDir = flags["no-report"]
+      ? undefined
+      : typeof flags.report === "string"
+      ? flags.report
+      : DEFAULT_TOUR_REPORT;
+    const written = await writeArtifacts(runs, {
+      ...(reportDir ? { report: reportDir } : {}),
+      ...(typeof flags.trace === "string" ? { trace: flags.trace } : {}),
+      ...(typeof flags.ftrace === "string" ? { ftrace: flags.ftrace } : {}),
+    }, {
+      title: "dmalab tour",
+      stops: { headers: STOP_HEADERS, rows: stopRows },
+      splats: rows.flatMap((r) => r.splats ?? []),
+      transfers: rows.flatMap((r) => r.transfers ?? []),
+    });
+    const reportPath = written.report ?? null;
     if (flags.json) {
       const stops = rows.map((r) => ({
         stop: r.stop,
@@ -191,22 +228,36 @@ export const tourCommand: Command = {
         observed: r.observed,
         asExpected: r.asExpected,
       }));
-      io.out(JSON.stringify({ ok, stops, report: reportPath }, null, 2) + "\n");
+      io.out(
+        JSON.stringify(
+          {
+            ok,
+            apps: runs.map(({ run }) => run.result),
+            stops,
+            report: reportPath,
+            artifacts: written,
+          },
+          null,
+          2,
+        ) + "\n",
+      );
     } else {
       io.out(
         formatTable(
-          ["stop", "exercises", "observed", "verdict"],
-          rows.map((
-            r,
-          ) => [r.stop, r.exercises, r.observed, r.asExpected ? "as kernel" : "MISMATCH"]),
-        ) + "\n",
+          ["app", ...SUMMARY_HEADERS],
+          runs.map(({ name, run }) => [name, ...summaryRow(run.result)]),
+        ) + "\n\n",
       );
+      io.out(formatTable(STOP_HEADERS, stopRows) + "\n");
+      const good = runs.filter(({ run }) => run.result.ok).length +
+        rows.filter((r) => r.asExpected).length;
       io.out(
-        `\ntour: ${
-          rows.filter((r) => r.asExpected).length
-        }/${rows.length} stops behave as the kernel would\n`,
+        `\ntour: ${good}/${runs.length + rows.length} apps and stops behave as the kernel would; ${
+          runs.reduce((n, { run }) => n + run.result.bytesVerified, 0)
+        } bytes verified end to end\n`,
       );
-      if (reportPath) io.out(`report: ${reportPath}\n`);
+      io.out("details: dmalab run APP (APP: " + apps.map((a) => a.name).join(", ") + ")\n");
+      for (const [k, p] of Object.entries(written)) io.out(`${k}: ${p}\n`);
     }
     return ok ? EXIT_OK : EXIT_VIOLATION;
   },

@@ -28,6 +28,52 @@ export interface RunReport {
   trace: readonly TraceEvent[];
   /** Splats (full reports) recorded by the run. */
   splats: string[];
+  /** One timeline per app run (shown instead of `trace` when given). */
+  timelines?: { title: string; events: readonly TraceEvent[] }[];
+  /** Every transfer of the run, including CPU and host ones not drawn on the topology. */
+  transferTable?: TransferRow[];
+  /** Per-app details: steps, rules checked, costs, per-variant tables. */
+  apps?: AppSection[];
+  /** A second table (the tour's other stops). */
+  stops?: { headers: string[]; rows: string[][] };
+}
+
+/** A row of the transfers table. */
+export interface TransferRow {
+  /** App. */
+  app: string;
+  /** Label. */
+  label: string;
+  /** From. */
+  src: string;
+  /** To. */
+  dst: string;
+  /** Map type / route. */
+  mapType: string;
+  /** ATS used. */
+  ats: boolean;
+  /** Bytes. */
+  bytes: number;
+  /** Modelled GB/s (0: not modelled). */
+  gbps: number;
+}
+
+/** Details of one app run. */
+export interface AppSection {
+  /** Title. */
+  title: string;
+  /** Steps. */
+  steps: string[];
+  /** Rules and locks checked. */
+  rules: string[];
+  /** Costs. */
+  costs: Record<string, number | string>;
+  /** Expected findings. */
+  findings: string[];
+  /** Unexpected violations. */
+  violations: string[];
+  /** Per-variant table, when the app ran several. */
+  variants?: { headers: string[]; rows: string[][] };
 }
 
 const CSS = `
@@ -50,9 +96,11 @@ th{background:#f1f3f7}
 .legend .sw{display:inline-block;width:22px;height:0;border-top:5px solid;vertical-align:middle;margin-right:6px}
 .legend .via-switch .sw{border-color:#1f9d55} .legend .via-rc .sw{border-color:#d9480f}
 .legend .ats-off .sw{border-top-style:dashed}
-#timeline .lane{fill:#fff;stroke:#eef0f4} #timeline .lane-label{font-size:11px;fill:#5a6375}
-#timeline .slice{fill:#4c6ef5;opacity:.7} #timeline .tick{stroke:#1d2330;stroke-width:1.2}
-#timeline .axis{font-size:10px;fill:#5a6375}
+.timeline .lane{fill:#fff;stroke:#eef0f4} .timeline .lane-label{font-size:11px;fill:#5a6375}
+.timeline .slice{fill:#4c6ef5;opacity:.7} .timeline .tick{stroke:#1d2330;stroke-width:1.2}
+.timeline .axis{font-size:10px;fill:#5a6375}
+h3{font-size:15px;margin:16px 0 6px} ul{margin:4px 0 8px 18px;padding:0} li{margin:2px 0}
+.route-switch{color:#1f9d55;font-weight:600} .route-rc{color:#d9480f;font-weight:600}
 pre.splat{background:#fff4f4;border:1px solid #f0c4c4;padding:8px;overflow-x:auto;font-size:12px}
 .ok{color:#1f7a44} .bad{color:#b3261e}
 `;
@@ -80,6 +128,54 @@ function formatBytes(n: number): string {
   return `${n} B`;
 }
 
+function tableHtml(id: string, t: { headers: string[]; rows: string[][] }): string {
+  return `<table id="${id}"><thead><tr>${
+    t.headers.map((h) => `<th>${escapeXml(h)}</th>`).join("")
+  }</tr></thead><tbody>${
+    t.rows.map((row) => `<tr>${row.map((c) => `<td>${escapeXml(c)}</td>`).join("")}</tr>`).join(
+      "",
+    )
+  }</tbody></table>`;
+}
+
+function transfersHtml(rows: readonly TransferRow[]): string {
+  const body = rows.map((t) => {
+    const sw = t.mapType === "BUS_ADDR";
+    const route = sw
+      ? "switch"
+      : t.mapType === "CPU" || t.mapType === "host"
+      ? "—"
+      : "root complex";
+    return `<tr><td>${escapeXml(t.app)}</td><td>${escapeXml(t.label)}</td><td>${
+      escapeXml(t.src)
+    }</td><td>${escapeXml(t.dst)}</td><td>${escapeXml(t.mapType)}</td><td class="${
+      sw ? "route-switch" : "route-rc"
+    }">${route}</td><td>ATS ${t.ats ? "on" : "off"}</td><td>${formatBytes(t.bytes)}</td><td>${
+      t.gbps > 0 ? t.gbps.toFixed(1) : "—"
+    }</td></tr>`;
+  }).join("");
+  return `<table id="transfers"><thead><tr><th>app</th><th>transfer</th><th>from</th><th>to</th><th>map type</th><th>via</th><th>ATS</th><th>bytes</th><th>GB/s (model)</th></tr></thead><tbody>${body}</tbody></table>`;
+}
+
+function appsHtml(apps: readonly AppSection[]): string {
+  const list = (xs: readonly string[]) =>
+    xs.length ? `<ul>${xs.map((x) => `<li>${escapeXml(x)}</li>`).join("")}</ul>` : "<p>none</p>";
+  return `<div id="apps">${
+    apps.map((a, i) =>
+      `<section class="app" data-app="${i}"><h3>${escapeXml(a.title)}</h3>` +
+      `<strong>steps</strong>${list(a.steps)}<strong>rules and locks checked</strong>${
+        list(a.rules)
+      }` +
+      `<strong>costs</strong>${
+        list(Object.entries(a.costs).map(([k, v]) => `${k}: ${v}`))
+      }<strong>expected findings</strong>${list(a.findings)}<strong>violations</strong>${
+        a.violations.length ? list(a.violations) : '<p class="ok">none</p>'
+      }` +
+      (a.variants ? tableHtml(`variants-${i}`, a.variants) : "") + `</section>`
+    ).join("")
+  }</div>`;
+}
+
 /** The whole page. */
 export function reportHtml(r: RunReport): string {
   const legend = r.transfers.map((t, i) =>
@@ -87,9 +183,9 @@ export function reportHtml(r: RunReport): string {
       t.ats ? "ats-on" : "ats-off"
     }" data-transfer="${i}" aria-pressed="false"><span class="sw"></span>${
       escapeXml(
-        `${t.label}: ${t.src.name} → ${t.dst.name} · ${t.mapType} · ATS ${t.ats ? "on" : "off"} · ${
-          formatBytes(t.bytes)
-        }`,
+        `${t.label}: ${t.src.name} → ${t.dst?.name ?? "system RAM"} · ${t.mapType} · ATS ${
+          t.ats ? "on" : "off"
+        } · ${formatBytes(t.bytes)}`,
       )
     }</button>`
   ).join("");
@@ -123,9 +219,25 @@ export function reportHtml(r: RunReport): string {
 ${topologySvg(r.fabric, r.transfers)}
 </div>
 <h2>Summary</h2>
-<div class="panel">${table}</div>
+<div class="panel">${table}${
+    r.stops ? `<h3>Other stops</h3>${tableHtml("stops", r.stops)}` : ""
+  }</div>
+${
+    r.transferTable
+      ? `<h2>Transfers</h2>\n<div class="panel">${transfersHtml(r.transferTable)}</div>`
+      : ""
+  }
 <h2>Timeline</h2>
-<div class="panel">${timelineSvg(r.trace)}</div>
+<div class="panel">${
+    r.timelines
+      ? r.timelines.map((t, i) =>
+        `<h3>${escapeXml(t.title)}</h3>${
+          timelineSvg(t.events, i === 0 ? "timeline" : `timeline-${i}`)
+        }`
+      ).join("\n")
+      : timelineSvg(r.trace)
+  }</div>
+${r.apps ? `<h2>Apps</h2>\n${appsHtml(r.apps)}` : ""}
 <h2>Splats</h2>
 ${splats}
 <script>${SCRIPT}</script>

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { chromium } from "playwright-core";
 import { main } from "../main.ts";
 import { captureIo } from "../io.ts";
+import { apps } from "../apps.ts";
 
 // Debian's chromium, installed by tools/repo/ensure_chromium.sh (CI and
 // `npm test` run it). Flags: what a sandbox-less root machine with a closed
@@ -40,29 +41,58 @@ Deno.test("tour --report writes a page that loads cleanly in headless Chromium",
     await t.step("no console errors", () => {
       deepStrictEqual(errors, []);
     });
-    await t.step("topology SVG with both paths, switch and root complex", async () => {
+    await t.step("topology SVG: every PCI transfer's path, switch and root complex", async () => {
       strictEqual(await page.locator("svg#topology").count(), 1);
-      strictEqual(await page.locator("#topology .transfer").count(), 2);
+      const n = await page.locator("#topology .transfer").count();
+      ok(n >= 6, `${n} transfers drawn`);
       strictEqual(await page.locator("#topology .transfer.via-switch").count(), 1);
-      strictEqual(await page.locator("#topology .transfer.via-rc").count(), 1);
+      strictEqual(await page.locator("#topology .transfer.via-rc").count(), n - 1);
       ok(await page.locator('#topology .node[data-id="0000:03:00.0"]').isVisible());
+      const titles = await page.locator("#topology .transfer title").allTextContents();
+      ok(titles.some((x) => x.includes("-> system RAM") && x.includes("(root complex)")));
+      ok(titles.some((x) => x.startsWith("pfn: NIC read") && x.includes("ATS on")));
     });
-    await t.step("summary table has one row per stop", async () => {
-      strictEqual(await page.locator("#summary tbody tr").count(), 4);
-      ok((await page.locator("#summary").innerText()).includes("as kernel"));
+    await t.step("summary: one row per app, with bytes verified; the stops below", async () => {
+      strictEqual(await page.locator("#summary tbody tr").count(), apps.length);
+      const text = await page.locator("#summary").innerText();
+      ok(text.includes("userspace mmap") && text.includes("pfn attachment"));
+      ok(text.includes("131072"), "mmap bytes verified");
+      ok(!text.includes("VIOLATION"));
+      strictEqual(await page.locator("#stops tbody tr").count(), 4);
+      ok((await page.locator("#stops").innerText()).includes("as kernel"));
     });
-    await t.step("timeline and splats are shown", async () => {
+    await t.step("transfers table says switch or root complex and ATS on or off", async () => {
+      const text = await page.locator("#transfers").innerText();
+      ok(text.includes("root complex"));
+      ok(text.includes("ATS on") && text.includes("ATS off"));
+      ok(await page.locator("#transfers tbody tr").count() >= 6);
+    });
+    await t.step("a timeline per app, with fence and DMA lanes", async () => {
+      strictEqual(await page.locator("svg.timeline").count(), apps.length);
       strictEqual(await page.locator("#timeline").count(), 1);
+      const labels = await page.locator("#timeline .lane-label").allTextContents();
+      ok(labels.some((l) => l.startsWith("fence ")), labels.join(","));
+      ok(labels.some((l) => l.startsWith("dma ")), labels.join(","));
+      ok(await page.locator("#timeline .slice").count() > 0);
+    });
+    await t.step("per-app details and the variant table of app 5", async () => {
+      strictEqual(await page.locator("#apps section.app").count(), apps.length);
+      const pfn = apps.findIndex((a) => a.name === "pfn");
+      const v = await page.locator(`#variants-${pfn}`).innerText();
+      ok(v.includes("B-get-pfn-unlocked-no-recheck") && v.includes("found (invariant)"));
+    });
+    await t.step("splats are shown", async () => {
       ok((await page.locator("#splats").innerText()).includes(
         "possible circular locking dependency detected",
       ));
     });
     await t.step("legend click focuses one path", async () => {
+      const n = await page.locator("#topology .transfer").count();
       await page.locator('.legend button[data-transfer="0"]').click();
-      strictEqual(await page.locator("#topology .transfer.dim").count(), 1);
+      strictEqual(await page.locator("#topology .transfer.dim").count(), n - 1);
       strictEqual(
-        await page.locator('#topology .transfer[data-transfer="1"]').getAttribute("class"),
-        "transfer via-rc ats-on dim",
+        await page.locator("#topology .transfer.via-switch").getAttribute("class"),
+        "transfer via-switch ats-on dim",
       );
     });
     await t.step("screenshot saved in the test output", async () => {

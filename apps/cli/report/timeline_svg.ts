@@ -15,10 +15,15 @@ const LANE_H = 22;
 const LABEL_W = 140;
 const WIDTH = 1000;
 
-/** Renders `events` as an SVG timeline (empty-state text when there are none). */
-export function timelineSvg(events: readonly TraceEvent[]): string {
+/**
+ * Renders `events` as an SVG timeline (empty-state text when there are
+ * none); `id` names the element (several timelines share the class
+ * `timeline`). Lanes with pid >= 100000 are recorder tracks (fences, locks,
+ * DMA engines) and are labelled by name only.
+ */
+export function timelineSvg(events: readonly TraceEvent[], id = "timeline"): string {
   if (events.length === 0) {
-    return `<p class="empty" id="timeline">No trace events were recorded for this run.</p>`;
+    return `<p class="empty timeline" id="${id}">No trace events were recorded for this run.</p>`;
   }
   const lanes = [...new Map(events.map((e) => [e.pid, e.comm])).entries()];
   const laneOf = new Map(lanes.map(([pid], i) => [pid, i]));
@@ -27,13 +32,15 @@ export function timelineSvg(events: readonly TraceEvent[]): string {
   const x = (ns: number) => LABEL_W + ((ns - t0) / (t1 - t0)) * (WIDTH - LABEL_W - 10);
   const height = lanes.length * LANE_H + 24;
   const parts = [
-    `<svg xmlns="http://www.w3.org/2000/svg" id="timeline" viewBox="0 0 ${WIDTH} ${height}" width="${WIDTH}" height="${height}" role="img" aria-label="timeline">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" id="${id}" class="timeline" viewBox="0 0 ${WIDTH} ${height}" width="${WIDTH}" height="${height}" role="img" aria-label="timeline">`,
   ];
   lanes.forEach(([pid, comm], i) => {
     const y = i * LANE_H;
     parts.push(
       `<rect class="lane" x="0" y="${y}" width="${WIDTH}" height="${LANE_H}"/>` +
-        `<text class="lane-label" x="4" y="${y + 15}">${escapeXml(`${comm}-${pid}`)}</text>`,
+        `<text class="lane-label" x="4" y="${y + 15}">${
+          escapeXml(pid >= 100_000 ? comm.slice(0, 22) : `${comm}-${pid}`)
+        }</text>`,
     );
   });
   const open = new Map<string, TraceEvent[]>();

@@ -19,8 +19,8 @@ export interface ReportTransfer {
   label: string;
   /** The device issuing the DMA (or the provider of the memory). */
   src: PciDev;
-  /** The other end. */
-  dst: PciDev;
+  /** The other end (null: system RAM, reached through the root complex). */
+  dst: PciDev | null;
   /** P2PDMA map type name that routed it (`BUS_ADDR`, `THRU_HOST_BRIDGE`, `NONE`...). */
   mapType: string;
   /** Whether the issuing device used ATS. */
@@ -129,10 +129,10 @@ function chain(parents: Map<string, Node>, id: string): string[] {
 function transferPath(
   parents: Map<string, Node>,
   src: string,
-  dst: string,
+  dst: string | null,
 ): { edges: string[]; viaCpu: boolean } {
   const a = chain(parents, src);
-  const b = chain(parents, dst);
+  const b = dst === null ? ["cpu"] : chain(parents, dst);
   const common = a.find((x) => b.includes(x)) ?? "cpu";
   const up = a.slice(0, a.indexOf(common));
   const down = b.slice(0, b.indexOf(common));
@@ -176,11 +176,11 @@ export function topologySvg(fabric: PciFabric, transfers: readonly ReportTransfe
     if (parents.has(n.id)) parts.push(`<path class="link" d="${edge(n.id)}"/>`);
   }
   transfers.forEach((t, i) => {
-    const { edges, viaCpu } = transferPath(parents, t.src.name, t.dst.name);
+    const { edges, viaCpu } = transferPath(parents, t.src.name, t.dst?.name ?? null);
     parts.push(
       `<g class="transfer ${pathClass(t)}" data-transfer="${i}"><title>${
         escapeXml(
-          `${t.label}: ${t.src.name} -> ${t.dst.name}, ${t.mapType}${
+          `${t.label}: ${t.src.name} -> ${t.dst?.name ?? "system RAM"}, ${t.mapType}${
             viaCpu ? " (root complex)" : ""
           }, ATS ${t.ats ? "on" : "off"}`,
         )

@@ -1,0 +1,43 @@
+/**
+ * DOC: the apps the CLI runs
+ *
+ * The access-mechanism apps in tour order, and the driver scenarios the CLI
+ * registers with `@dmalab/explorer` so `dmalab explore --list` shows them
+ * (issue 9's scenario 1: the KVM importer of a vfio BAR during a function
+ * reset in every import path: `@dmalab/kvm`'s own scenarios, app 5's
+ * first-access races, and the unrechecked get_pfn importer the explorer
+ * must catch).
+ *
+ * @module
+ */
+import type { AppDefinition } from "@dmalab/app-kit";
+import { mmapApp } from "@dmalab/app-mmap";
+import { virtioApp } from "@dmalab/app-virtio";
+import { noRecheckScenario, PFN_CONFIGS, pfnApp, resetRaceScenario } from "@dmalab/app-pfn";
+import { registerScenario, scenarios } from "@dmalab/explorer";
+import { barShareScenarios } from "@dmalab/kvm";
+
+/** Every app, in tour order (apps 1 and 3 join when their driver packages land). */
+export const apps: readonly AppDefinition[] = [mmapApp, virtioApp, pfnApp];
+
+/** Looks an app up by name. */
+export function findApp(name: string): AppDefinition | undefined {
+  return apps.find((a) => a.name === name);
+}
+
+let registered = false;
+
+/** Registers the driver scenarios with the explorer (once). */
+export function registerDriverScenarios(): void {
+  if (registered) return;
+  registered = true;
+  const have = new Set(scenarios().map((s) => s.name));
+  const mine = [
+    ...barShareScenarios(),
+    ...Object.keys(PFN_CONFIGS).map((c) => resetRaceScenario(c)),
+    noRecheckScenario(),
+  ];
+  for (const s of mine) {
+    if (!have.has(s.name)) registerScenario(s);
+  }
+}
