@@ -1,7 +1,14 @@
 /**
- * @dmalab/dma-buf: Linux's dma-buf fences and reservation objects on the
- * deterministic dmalab scheduler: `dma_fence` (with array, chain, unwrap and
+ * @dmalab/dma-buf: Linux's dma-buf on the deterministic dmalab scheduler.
+ * Fences and reservations: `dma_fence` (with array, chain, unwrap and
  * merge), the signalling annotations wired into lockdep, and `dma_resv`.
+ * The buffer itself: export, fds, static and dynamic attachments, pin and
+ * map with the locking convention enforced, `move_notify` /
+ * `invalidate_mappings`, the v7.1 revoke, vmap, CPU access, mmap and the
+ * ioctl uapi with sync_file; sg_tables and `dma_buf_phys_vec_to_sgt`; the
+ * system heap, udmabuf and virtio_dma_buf exporters; and the proposed fifth
+ * access mechanism in its three variants (`world.variant("dma-buf.pfn", ...)`:
+ * `rfc-get-pfn`, `pfn-attachment`, `pal`).
  *
  * @example
  * ```ts
