@@ -19,8 +19,6 @@
  *
  * @module
  */
-/** The kernel's types, which this package's API uses (type-only). */
-export type * from "@dmalab/kernel";
 export * from "./scenario.ts";
 export * from "./schedule.ts";
 export * from "./engine.ts";
