@@ -12,13 +12,14 @@
  */
 import type { AppDefinition } from "@dmalab/app-kit";
 import { mmapApp } from "@dmalab/app-mmap";
+import { vmapApp } from "@dmalab/app-vmap";
 import { virtioApp } from "@dmalab/app-virtio";
 import { noRecheckScenario, PFN_CONFIGS, pfnApp, resetRaceScenario } from "@dmalab/app-pfn";
 import { registerScenario, scenarios } from "@dmalab/explorer";
 import { barShareScenarios } from "@dmalab/kvm";
 
-/** Every app, in tour order (apps 1 and 3 join when their driver packages land). */
-export const apps: readonly AppDefinition[] = [mmapApp, virtioApp, pfnApp];
+/** Every app, in tour order (app 3 joins when @dmalab/mlx5 lands). */
+export const apps: readonly AppDefinition[] = [vmapApp, mmapApp, virtioApp, pfnApp];
 
 /** Looks an app up by name. */
 export function findApp(name: string): AppDefinition | undefined {

@@ -93,7 +93,7 @@ export function formatResult(r: AppResult): string {
 /** The report's transfers (those with a PCI issuer) from runs. */
 export function reportTransfers(runs: readonly { name: string; run: AppRun }[]): ReportTransfer[] {
   return runs.flatMap(({ name, run }) =>
-    run.recorder.transfers.filter((t) => t.src !== null).map((t) => ({
+    run.recorder.transfers.filter((t) => t.src !== null && t.src !== t.dst).map((t) => ({
       label: `${name}: ${t.label}`,
       src: t.src!,
       dst: t.dst,
