@@ -18,12 +18,21 @@ import {
 import { defaultMachine } from "@dmalab/pci-p2p";
 import { IommuFaultError, iommuSetup } from "@dmalab/iommu";
 import {
+  PCI_COMMAND,
+  PCI_COMMAND_MEMORY,
+  VFIO_DEVICE_FEATURE_DMA_BUF,
+  VFIO_DEVICE_FEATURE_GET,
+  VfioPciCoreDevice,
+  vfioPciCoreFeatureDmaBuf,
+} from "@dmalab/vfio";
+import {
   deviceDmaRead,
   deviceDmaWrite,
   IOMMU_IOAS_MAP_FIXED_IOVA,
   IOMMU_IOAS_MAP_READABLE,
   IOMMU_IOAS_MAP_WRITEABLE,
   IommufdCtx,
+  iommufdIoasMapDmabuf,
   IommufdUser,
   memfdSource,
   U64_MAX,
@@ -41,6 +50,7 @@ interface Fixture {
   buffer: number;
   base: number;
   nic: ReturnType<typeof defaultMachine>["nic"];
+  gpu: ReturnType<typeof defaultMachine>["gpu"];
 }
 
 /** FIXTURE(iommufd_ioas) with a domain attached (the "mock_domain" variant). */
@@ -60,7 +70,7 @@ async function fixture(
       const ioas = ictx.ioasAlloc();
       if (opts.domain ?? true) await ictx.attach(ictx.bindDevice(m.nic), ioas);
       const buffer = await mm.mmap({ length: 64 * PAGE });
-      await body({ world, mm, ictx, ioas, buffer, base: 1 << 20, nic: m.nic });
+      await body({ world, mm, ictx, ioas, buffer, base: 1 << 20, nic: m.nic, gpu: m.gpu });
     });
   });
 }
@@ -289,5 +299,95 @@ Deno.test("IOMMU_IOAS_MAP_FILE with a hugetlb memfd uses 2 MiB IOPTEs", async (t
       () => memfdSource(anonInodeGetfile(f.world, "other", {}, null, O_RDWR), true),
       errno("EINVAL"),
     );
+  });
+});
+
+/**
+ * `dmabuf_simple` / `dmabuf_revoke`: the selftest's mock exporter
+ * (IOMMU_TEST_OP_DMABUF_GET / _REVOKE) is replaced by the real one: a vfio
+ * GPU BAR exported with VFIO_DEVICE_FEATURE_DMA_BUF, revoked by clearing
+ * PCI_COMMAND_MEMORY.
+ */
+Deno.test("iommufd_ioas dma-buf", async (t) => {
+  const bufSize = PAGE * 4;
+  async function withDmabuf(
+    f: Fixture,
+    body: (fd: number, vdev: VfioPciCoreDevice) => Promise<void>,
+  ) {
+    const vdev = new VfioPciCoreDevice(f.world, f.gpu);
+    await vdev.open();
+    const e =
+      (await vfioPciCoreFeatureDmaBuf(vdev, VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF, {
+        regionIndex: 1,
+        openFlags: 2,
+        flags: 0,
+        dmaRanges: [{ offset: 0, length: bufSize }],
+      }))!;
+    await body(e.fd, vdev);
+  }
+  const mapFile = (f: Fixture, fd: number, start: number, length: number) =>
+    iommufdIoasMapDmabuf(f.ictx, f.ioas, RW, fd, start, length);
+
+  for (const domain of [false, true]) {
+    await fixture(t, `dmabuf_simple (${domain ? "mock_domain" : "no_domain"})`, async (f) => {
+      await withDmabuf(f, async (fd) => {
+        await rejects(mapFile(f, fd, 0, 0), errno("EINVAL"));
+        await rejects(mapFile(f, fd, bufSize, bufSize), errno("EINVAL"));
+        await rejects(mapFile(f, fd, 0, bufSize + 1), errno("EINVAL"));
+        const iova = await mapFile(f, fd, 0, bufSize);
+        strictEqual(iova % PAGE, 0);
+        strictEqual(f.ictx.user.lockedVm, 0, "dma-buf memory is not charged");
+        if (domain) strictEqual(f.ictx.ioas(f.ioas).hwpts[0]!.domain.stats.mappedBytes, bufSize);
+      });
+    }, { domain });
+  }
+
+  for (const domain of [false, true]) {
+    await fixture(t, `dmabuf_revoke (${domain ? "mock_domain" : "no_domain"})`, async (f) => {
+      await withDmabuf(f, async (fd, vdev) => {
+        const iova = await mapFile(f, fd, 0, bufSize);
+        if (domain) deviceDmaRead(f.nic, iova, 4);
+        await vdev.configWrite(PCI_COMMAND, 2, 0); // revoke
+        if (domain) {
+          throws(() => deviceDmaRead(f.nic, iova, 4), (e) => e instanceof IommuFaultError);
+          // A new domain skips the revoked area.
+          const devId = f.ictx.objectIds().find((id) =>
+            f.ictx.ioas(f.ioas).hwpts[0]!.id !== id && id !== f.ioas
+          )!;
+          await f.ictx.hwptAlloc(devId, f.ioas);
+          const hwpts = f.ictx.ioas(f.ioas).hwpts;
+          strictEqual(hwpts.length, 2);
+          strictEqual(hwpts[1]!.domain.stats.mappedBytes, 0);
+        }
+        await rejects(mapFile(f, fd, 0, bufSize), errno("ENODEV"));
+        await vdev.configWrite(PCI_COMMAND, 2, PCI_COMMAND_MEMORY); // unrevoke
+        // The old area stays revoked; a new map works.
+        const iova2 = await mapFile(f, fd, 0, bufSize);
+        ok(iova2 !== iova);
+        if (domain) {
+          throws(() => deviceDmaRead(f.nic, iova, 4), (e) => e instanceof IommuFaultError);
+          deviceDmaRead(f.nic, iova2, 4);
+        }
+      });
+    }, { domain });
+  }
+});
+
+Deno.test("a 1 GiB-aligned dma-buf range is mapped with 1 GiB IOPTEs", async (t) => {
+  await fixture(t, "largest page sizes", async (f) => {
+    const vdev = new VfioPciCoreDevice(f.world, f.gpu);
+    await vdev.open();
+    const size = 4 * 2 ** 30;
+    const e =
+      (await vfioPciCoreFeatureDmaBuf(vdev, VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF, {
+        regionIndex: 1,
+        openFlags: 2,
+        flags: 0,
+        dmaRanges: [{ offset: 0, length: size }],
+      }))!;
+    const iova = await iommufdIoasMapDmabuf(f.ictx, f.ioas, RW, e.fd, 0, size);
+    strictEqual(iova % 2 ** 30, 0);
+    const valids = f.ictx.ioas(f.ioas).hwpts[0]!.domain.pgtable!.countValids();
+    deepStrictEqual(valids, { [2 ** 30]: 4 });
   });
 });

@@ -623,14 +623,22 @@ export class VfioPciCoreDevice {
 
   /**
    * `VFIO_DEVICE_PCI_HOT_RESET` over a device set (`vfio_pci_dev_set_hot_reset`):
-   * every device is zapped and revoked under its memory_lock, the bus is
-   * reset once, then each is unrevoked if its memory is enabled.
+   * every device's memory_lock is trylocked (-EBUSY when contended), each
+   * is revoked and zapped, the bus is reset once, then each is unrevoked if
+   * its memory is enabled.
    */
   static async hotReset(devices: readonly VfioPciCoreDevice[]): Promise<void> {
     const locked: VfioPciCoreDevice[] = [];
     try {
       for (const d of devices) {
-        await d.memoryLock.downWrite();
+        // The kernel trylocks each memory_lock (no nesting annotation
+        // across devices) and gives up with -EBUSY.
+        if (!d.memoryLock.downWriteTrylock()) {
+          throw new KernelError(
+            "EBUSY",
+            `VFIO_DEVICE_PCI_HOT_RESET: ${d.pdev.name} memory_lock is busy`,
+          );
+        }
         locked.push(d);
         await d.dmaBufMove(true);
         await d.zapBars();

@@ -1,4 +1,4 @@
-import { ok, rejects, strictEqual, throws } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
 import { Kernel } from "@dmalab/kernel";
 import { dmaBufAttach, dmaBufDynamicAttach, dmaBufGet, dmaBufRevokeState } from "@dmalab/dma-buf";
 import { defaultMachine } from "@dmalab/pci-p2p";
@@ -200,5 +200,34 @@ Deno.test("v7.1: importers that cannot be revoked are refused", async () => {
       dmaBufDynamicAttach(e.dmabuf, m.nic, { allowPeer2peer: true }, null),
       errno("EOPNOTSUPP"),
     );
+  });
+});
+
+Deno.test("D3hot and hot reset revoke; a bus reset of a device set unrevokes each with memory enabled", async () => {
+  const world = new Kernel({ variants: { "dma-buf.pfn": "pfn-attachment" } });
+  const m = defaultMachine(world);
+  const gpu = new VfioPciCoreDevice(world, m.gpu);
+  const nic = new VfioPciCoreDevice(world, m.nic);
+  await world.runTask("qemu", async () => {
+    await gpu.open();
+    await nic.open();
+    const e = (await vfioPciCoreFeatureDmaBuf(gpu, GET, req()))!;
+    const states: string[] = [];
+    const a = await dmaBufDynamicAttach(e.dmabuf, m.nic, {
+      allowPeer2peer: true,
+      invalidateMappings: () => states.push(dmaBufRevokeState(e.dmabuf)),
+    }, null);
+    await gpu.configWrite(0x44, 2, 3); // PMCSR: D3hot
+    strictEqual(dmaBufRevokeState(e.dmabuf), "revoked");
+    await gpu.configWrite(0x44, 2, 0); // back to D0: memory enabled again
+    strictEqual(dmaBufRevokeState(e.dmabuf), "ok");
+    const t0 = world.sched.now;
+    await VfioPciCoreDevice.hotReset([gpu, nic]);
+    ok(world.sched.now - t0 >= 100e6);
+    strictEqual(dmaBufRevokeState(e.dmabuf), "ok");
+    strictEqual(gpu.stats.resets, 1);
+    strictEqual(nic.stats.resets, 1);
+    deepStrictEqual(states, ["revoked", "revoked"]);
+    await a.detach();
   });
 });
