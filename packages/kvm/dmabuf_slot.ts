@@ -41,7 +41,9 @@ import {
   type DmaBufAttachment,
   dmaBufDynamicAttach,
   dmaBufGet,
-  type DmaBufPfnAttachment,
+  dmaBufGetPfnUnlocked,
+  type DmaBufPfnAttach,
+  dmaBufPfnAttach,
   dmaBufPfnVariant,
 } from "@dmalab/dma-buf";
 import { vfioDmaBufPriv } from "@dmalab/vfio";
@@ -82,7 +84,7 @@ export class DmabufBacking implements SlotBacking {
   /** The dynamic attachment (rfc-get-pfn). */
   attach: DmaBufAttachment | null = null;
   /** The pfn attachment (pfn-attachment). */
-  pfnAttach: DmaBufPfnAttachment | null = null;
+  pfnAttach: DmaBufPfnAttach | null = null;
   /** Counters. */
   readonly stats: DmabufSlotStats = { pfnFetches: 0, notifies: 0, refused: 0 };
   #kvm: Kvm | null = null;
@@ -130,25 +132,11 @@ export class DmabufBacking implements SlotBacking {
       return;
     }
     if (variant === "pfn-attachment") {
-      const buf = this.dmabuf;
-      const pa: DmaBufPfnAttachment = {
-        dmabuf: buf,
-        importerOps: {
-          acceptModels: ["pinned", "dynamic", "revocable"],
-          invalidate: () => this.#notify(),
-        },
-        importerPriv: this,
-        priv: null,
-        model: buf.ops.pfnMemoryModel ?? "pinned",
-      };
-      if (!buf.ops.pfnMap) {
-        throw new KernelError("EOPNOTSUPP", `kvm_vfio_dmabuf_bind: ${buf} has no pfn access`);
-      }
-      if (buf.ops.pfnAttach) await buf.ops.pfnAttach(buf, pa);
-      await buf.resv.lock(null);
-      buf.pfnAttachments.unshift(pa);
-      buf.resv.unlock();
-      this.pfnAttach = pa;
+      this.pfnAttach = await dmaBufPfnAttach(
+        this.dmabuf,
+        { acceptModels: ["pinned", "dynamic", "revocable"], invalidate: () => this.#notify() },
+        this,
+      );
       return;
     }
     throw new KernelError(
@@ -164,12 +152,7 @@ export class DmabufBacking implements SlotBacking {
       this.attach = null;
     }
     if (this.pfnAttach) {
-      const buf = this.dmabuf;
-      await buf.resv.lock(null);
-      const i = buf.pfnAttachments.indexOf(this.pfnAttach);
-      if (i >= 0) buf.pfnAttachments.splice(i, 1);
-      buf.resv.unlock();
-      if (buf.ops.pfnDetach) await buf.ops.pfnDetach(buf, this.pfnAttach);
+      await this.pfnAttach.detach();
       this.pfnAttach = null;
     }
     this.dmabuf.put();
@@ -177,7 +160,11 @@ export class DmabufBacking implements SlotBacking {
     this.#slot = null;
   }
 
-  /** Fetches the pfn of `pgoff`; resv held. Null when the exporter refuses. */
+  /**
+   * Fetches the pfn of `pgoff` with the reservation lock held (the locked
+   * get_pfn of the later discussion, or `pfn_map` of the pfn attachment).
+   * Null when the exporter refuses.
+   */
   #fetchLocked(pgoff: number): { pfn: number; level: number } | null {
     const buf = this.dmabuf;
     try {
@@ -186,13 +173,14 @@ export class DmabufBacking implements SlotBacking {
         const r = buf.ops.getPfn!(this.attach, pgoff);
         return { pfn: r.pfn, level: orderToLevel(r.maxOrder) };
       }
-      const ranges = buf.ops.pfnMap!(this.pfnAttach!, pgoff, 1);
+      const pa = this.pfnAttach!;
+      const ranges = pa.map(pgoff, 1);
       const r = ranges[0];
+      // The leaf is installed before the lock drops, so the range can be
+      // given back now: the invalidate callback zaps whatever it mapped.
+      pa.unmap(ranges);
       if (!r) return null;
-      // The order is that of the range start; the leaf must fit from the gfn's aligned block.
-      const pfn = r.pfn + (pgoff - r.pgoff);
-      buf.ops.pfnUnmap?.(this.pfnAttach!, ranges);
-      return { pfn, level: orderToLevel(r.maxOrder) };
+      return { pfn: r.pfn + (pgoff - r.pgoff), level: orderToLevel(r.maxOrder) };
     } catch (e) {
       if (!(e instanceof KernelError)) throw e;
       this.stats.refused++;
@@ -205,8 +193,8 @@ export class DmabufBacking implements SlotBacking {
     const buf = this.dmabuf;
     const pgoff = ctx.gfn - ctx.slot.baseGfn;
     const locked = this.pfnAttach !== null || dmabufFaultForm(ctx.kvm) === "locked";
-    await buf.resv.lock(null);
     if (locked) {
+      await buf.resv.lock(null);
       try {
         const p = this.#fetchLocked(pgoff);
         if (!p) return "eio";
@@ -216,8 +204,15 @@ export class DmabufBacking implements SlotBacking {
       }
     }
     // dma_buf_get_pfn_unlocked: the lock covers only the exporter's get_pfn.
-    const p = this.#fetchLocked(pgoff);
-    buf.resv.unlock();
+    let p: { pfn: number; level: number } | null = null;
+    try {
+      this.stats.pfnFetches++;
+      const r = await dmaBufGetPfnUnlocked(this.attach!, pgoff);
+      p = { pfn: r.pfn, level: orderToLevel(r.maxOrder) };
+    } catch (e) {
+      if (!(e instanceof KernelError)) throw e;
+      this.stats.refused++;
+    }
     if (!p) return "eio";
     await ctx.kvm.world.sched.preempt("kvm_tdp_mmu_map", ctx.kvm.id);
     return ctx.install({ pfn: p.pfn, writable: true, hostLevel: p.level });

@@ -62,6 +62,7 @@ export type {
   DmaBufAttachOps,
   DmaBufMappingInfo,
   DmaBufOps,
+  DmaBufPfnAttach,
   DmaBufPfnAttachment,
   DmaBufPfnAttachOps,
   DmaBufPfnRange,

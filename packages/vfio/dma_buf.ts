@@ -53,11 +53,13 @@ import {
   type DmaBufAttachment,
   dmaBufAttachRevocable,
   dmaBufExport,
+  dmaBufFreeSgt,
   dmaBufMoveNotify,
   type DmaBufOps,
   type DmaBufPfnRange,
   dmaBufPfnVariant,
   type DmaBufPhysList,
+  dmaBufPhysVecToSgt,
   DmaBufRevocable,
   dmaBufVersion,
   type PhysVec,
@@ -72,7 +74,6 @@ import {
   VFIO_PCI_ROM_REGION_INDEX,
 } from "./constants.ts";
 import type { VfioDmaBufLink, VfioPciCoreDevice } from "./device.ts";
-import { vfioFreeSgt, vfioPhysVecToSgt } from "./phys_vec_sgt.ts";
 
 const PAGE = 4096;
 
@@ -253,10 +254,10 @@ function makeOps(priv: VfioPciDmaBuf, v71: boolean): DmaBufOps {
     mapDmaBuf(attach, dir) {
       attach.dmabuf.resv.assertHeld("vfio_pci_dma_buf_map");
       priv.checkNotRevoked("vfio_pci_dma_buf_map");
-      return vfioPhysVecToSgt(attach, priv.provider, priv.physVec, dir);
+      return dmaBufPhysVecToSgt(attach, priv.provider, priv.physVec, priv.size, dir);
     },
-    unmapDmaBuf(_attach, sgt) {
-      vfioFreeSgt(sgt);
+    unmapDmaBuf(attach, sgt, dir) {
+      dmaBufFreeSgt(attach, sgt, dir);
     },
     getPfn(attach: DmaBufAttachment, pgoff: number) {
       attach.dmabuf.resv.assertHeld("vfio_pci_dma_buf_get_pfn");

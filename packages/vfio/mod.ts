@@ -21,7 +21,6 @@
 export * from "./constants.ts";
 export * from "./device.ts";
 export * from "./dma_buf.ts";
-export * from "./phys_vec_sgt.ts";
 // Types of the packages this one builds on, so its API documentation is complete.
 export type * from "@dmalab/kernel";
 export type {
