@@ -11,6 +11,7 @@
  * @module
  */
 import type { AppDefinition } from "@dmalab/app-kit";
+import { customApp } from "@dmalab/app-custom";
 import { mmapApp } from "@dmalab/app-mmap";
 import { vmapApp } from "@dmalab/app-vmap";
 import { virtioApp } from "@dmalab/app-virtio";
@@ -21,9 +22,12 @@ import { barShareScenarios } from "@dmalab/kvm";
 /** Every app, in tour order (app 3 joins when @dmalab/mlx5 lands). */
 export const apps: readonly AppDefinition[] = [vmapApp, mmapApp, virtioApp, pfnApp];
 
-/** Looks an app up by name. */
+/** Example apps: runnable with `dmalab run`, not part of the tour. */
+export const examples: readonly AppDefinition[] = [customApp];
+
+/** Looks an app up by name (the tour's apps, then the examples). */
 export function findApp(name: string): AppDefinition | undefined {
-  return apps.find((a) => a.name === name);
+  return [...apps, ...examples].find((a) => a.name === name);
 }
 
 let registered = false;

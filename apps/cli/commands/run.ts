@@ -10,7 +10,7 @@
  * @module
  */
 import { TopologyError } from "@dmalab/app-kit";
-import { apps, findApp } from "../apps.ts";
+import { apps, examples, findApp } from "../apps.ts";
 import { type Command, EXIT_OK, EXIT_VIOLATION, type Io, parseArgs, UsageError } from "../io.ts";
 import { formatResult, writeArtifacts } from "./app_output.ts";
 
@@ -33,7 +33,7 @@ export const runCommand: Command = {
     "                      [--trace FILE] [--ftrace FILE] [--report DIR]",
     "",
     "Apps (variants; the first is the default):",
-    ...apps.map((a) =>
+    ...[...apps, ...examples].map((a) =>
       `  ${a.name.padEnd(7)} ${a.mechanism}: ${a.summary}\n          variants: ${
         a.variants.join(", ")
       }${a.topology ? "" : " (default machine only)"}`
@@ -58,7 +58,7 @@ export const runCommand: Command = {
     const app = findApp(positional[0]!);
     if (!app) {
       throw new UsageError(
-        `unknown app '${positional[0]}' (${apps.map((a) => a.name).join(", ")})`,
+        `unknown app '${positional[0]}' (${[...apps, ...examples].map((a) => a.name).join(", ")})`,
       );
     }
     const variant = typeof flags.variant === "string" ? flags.variant : undefined;
