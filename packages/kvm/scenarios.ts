@@ -84,6 +84,8 @@ export function barShareVariants(o: BarShareOptions): Record<string, string> {
     v["kvm.vfio-dmabuf"] = "rfc";
     v["dma-buf.pfn"] = b === "pfn-attachment" ? "pfn-attachment" : "rfc-get-pfn";
     v["kvm.dmabuf-fault"] = b === "get-pfn-locked" ? "locked" : "unlocked";
+    // The RFC's KVM_VFIO_DMABUF Kconfig selects DMABUF_MOVE_NOTIFY (always on from 7.1).
+    v["CONFIG_DMABUF_MOVE_NOTIFY"] = "y";
   }
   return v;
 }
@@ -339,12 +341,14 @@ export function barShareScenario(o: BarShareScenarioOptions): Scenario<BarShareS
   };
 }
 
-/** Every configuration the issue asks for: path A, and path B with each pfn form, on 7.1. */
+/** Every configuration the issue asks for: path A, and path B with each pfn form, on 7.1; A and B (unlocked) on 6.19. */
 export const BAR_SHARE_CONFIGS: readonly BarShareOptions[] = [
   { path: "A" },
   { path: "B", pathB: "get-pfn-unlocked" },
   { path: "B", pathB: "get-pfn-locked" },
   { path: "B", pathB: "pfn-attachment" },
+  { path: "A", version: "6.19" },
+  { path: "B", pathB: "get-pfn-unlocked", version: "6.19" },
 ];
 
 /** The configurations as explorer scenarios. */
