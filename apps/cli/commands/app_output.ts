@@ -69,8 +69,8 @@ export function formatResult(r: AppResult): string {
     "",
     formatTable(SUMMARY_HEADERS, [summaryRow(r)]),
     "",
-    "steps:",
-    ...r.steps.map((s) => `  - ${s}`),
+    // with a per-variant table the steps are that table's rows
+    ...(r.variants.length ? [] : ["steps:", ...r.steps.map((s) => `  - ${s}`)]),
     "rules and locks checked:",
     ...r.rulesChecked.map((s) => `  - ${s}`),
     "costs:",
