@@ -214,6 +214,47 @@ export class IommufdCtx {
     if (!core) throw new KernelError("ENODEV", "iommufd: the world has no IOMMU (iommuSetup)");
     this.iommu = core;
     this.user = options.user ?? new IommufdUser();
+    this.#checkerName = `iommufd:ctx${world.nextId()}`;
+    world.addChecker(this.#checkerName, () => this.check());
+  }
+
+  readonly #checkerName: string;
+
+  /**
+   * Invariants (checked when no IOAS operation is in flight): every pinned
+   * page is charged exactly once (`locked_vm` equals the pins of mapped
+   * areas), no revoked dma-buf area is mapped in a domain, and every other
+   * area is mapped in every domain of its IOAS.
+   */
+  check(): string[] {
+    const out: string[] = [];
+    let charged = 0;
+    const seen = new Set<IoPagetable>();
+    for (const o of this.#objects.values()) {
+      if (!(o instanceof IommufdIoas) || seen.has(o.iopt)) continue;
+      seen.add(o.iopt);
+      // Only quiescent state is checked: an operation in flight holds the rwsems.
+      const busy = o.iopt.iovaRwsem.isLocked() || o.iopt.domainsRwsem.isLocked();
+      for (const a of o.iopt.areas) {
+        charged += a.pin?.charge ?? 0;
+        if (busy || a.pages.mutex.isLocked()) continue;
+        if (a.pages.source.revoked && a.mapped.size) {
+          out.push(`${a} of a revoked dma-buf is still mapped in ${a.mapped.size} domain(s)`);
+        }
+        if (!a.pages.source.revoked) {
+          for (const d of o.iopt.domains) {
+            if (!a.mapped.has(d)) out.push(`${a} is missing from domain ${d.id}`);
+          }
+        }
+      }
+    }
+    if (
+      seen.size && charged !== this.user.lockedVm &&
+      ![...seen].some((i) => i.domainsRwsem.isLocked())
+    ) {
+      out.push(`locked_vm ${this.user.lockedVm} != pinned pages ${charged}`);
+    }
+    return out;
   }
 
   #add<T extends IommufdObject>(make: (id: number) => T): T {

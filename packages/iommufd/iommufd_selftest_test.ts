@@ -256,6 +256,10 @@ Deno.test("mock_domain basic: pinned pages, accounting, device DMA", async (t) =
     deepStrictEqual([...deviceDmaRead(f.nic, iova + 10, 3)], [1, 2, 3]);
     deviceDmaWrite(f.nic, iova + 100, new Uint8Array([9]));
     strictEqual((await f.mm.read(f.buffer + 100, 1))[0], 9);
+    deepStrictEqual(f.world.check(), []);
+    user.lockedVm += 1; // a corrupted charge is what the ctx checker reports
+    ok(f.world.check().some((v) => v.includes("locked_vm 9 != pinned pages 8")));
+    user.lockedVm -= 1;
     await f.ictx.ioasUnmap(f.ioas, iova, 8 * PAGE);
     strictEqual(user.lockedVm, 0);
     throws(() => deviceDmaRead(f.nic, iova, 1), (e) => e instanceof IommuFaultError);
