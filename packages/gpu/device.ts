@@ -157,6 +157,19 @@ export class GpuDevice {
     return this.#owner.get(Math.floor((phys - this.vramBase) / 4096)) ?? null;
   }
 
+  /**
+   * The dma-buf whose object currently has VRAM byte `phys` as backing
+   * (null: free, not exported, or the object moved away and the page only
+   * waits for its copy to finish).
+   */
+  dmabufBackingAt(phys: number): unknown {
+    const bo = this.vramOwnerAt(phys);
+    if (!bo || bo.placement !== "VRAM" || !bo.vramBlocks) return null;
+    const pg = Math.floor((phys - this.vramBase) / 4096);
+    const inCurrent = bo.vramBlocks.some((b) => pg >= b.start && pg < b.start + blockPages(b));
+    return inCurrent ? bo.dmabuf : null;
+  }
+
   /** True when `phys` is inside the VRAM this driver manages. */
   isVram(phys: number): boolean {
     return phys >= this.vramBase && phys < this.vramBase + this.vramSize;
@@ -558,6 +571,13 @@ export function gpuProbe(pdev: PciDev, options: GpuProbeOptions = {}): GpuDevice
   map.set(pdev, gpu);
   pdev.driver = "amdgpu";
   pdev.world.addChecker(`gpu:${pdev.name}`, () => gpu.checkInvariants());
+  // device-memory owner registry (world extension "vram.owners"): importers'
+  // DMA engines ask which dma-buf a VRAM byte backs right now
+  pdev.world.ext("vram.owners", () => [] as unknown[]).push({
+    start: gpu.vramBase,
+    end: gpu.vramBase + gpu.vramSize,
+    owner: (phys: number) => gpu.dmabufBackingAt(phys),
+  });
   pdev.world.dmesg.printk(
     "info",
     `amdgpu ${pdev.name}: VRAM: ${gpu.vramSize >> 20}M 0x${
