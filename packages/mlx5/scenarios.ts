@@ -15,13 +15,15 @@
  *
  * @module
  */
-import { type Kernel, type KernelOptions, MmStruct } from "@dmalab/kernel";
+import { Kernel, type KernelOptions, MmStruct } from "@dmalab/kernel";
+import { dmaHeapSystemAlloc } from "@dmalab/dma-buf";
 import {
   buildMachine,
   DEFAULT_BANDWIDTH_PARAMS,
   defaultMachineSpec,
   intelUnlistedSpec,
   type MachineSpec,
+  mapTypeName,
   nic,
   type PciDev,
   type PciFabric,
@@ -29,11 +31,13 @@ import {
 } from "@dmalab/pci-p2p";
 import { iommuSetup } from "@dmalab/iommu";
 import { type GpuBo, gpuBoExport, gpuChecksumOf, type GpuDevice, gpuProbe } from "@dmalab/gpu";
+import { IbUmemDmabuf } from "./umem.ts";
 import {
   IB_ACCESS_LOCAL_WRITE,
   IB_ACCESS_RELAXED_ORDERING,
   IB_ACCESS_REMOTE_READ,
   IB_ACCESS_REMOTE_WRITE,
+  mappingP2pType,
 } from "./ats.ts";
 import { type IbPd, type Mlx5Device, mlx5Probe } from "./device.ts";
 import {
@@ -332,4 +336,124 @@ export function mlx5EvictionRaceScenario(
         s.target?.bo.placement ?? "-"
       }`,
   };
+}
+
+/** One row of {@linkcode measureAtsPaths}. */
+export interface AtsPathRow {
+  /** ATS rule of the world. */
+  readonly rule: string;
+  /** Path of the target MR. */
+  readonly path: string;
+  /** Map type of the target's mapping (the P2P source information). */
+  readonly mapType: string;
+  /** Whether the target mkey uses ATS. */
+  readonly ats: boolean;
+  /** Bytes written. */
+  readonly bytes: number;
+  /** ATS translation requests on the target NIC. */
+  readonly atsTranslations: number;
+  /** IOTLB misses on the target NIC. */
+  readonly iotlbMisses: number;
+  /** Translation latency before overlap, µs. */
+  readonly translationUs: number;
+  /** Modelled time of the stream, µs. */
+  readonly modelledUs: number;
+  /** Modelled GB/s. */
+  readonly gbps: number;
+  /** Payload rate of the slowest link on the path, GB/s (PCIe limit). */
+  readonly linkGBps: number;
+}
+
+/** Target kinds {@linkcode measureAtsPaths} streams into. */
+export type AtsPathKind = "cpu-dmabuf" | "vram-switch" | "vram-other-hb" | "user";
+
+/**
+ * Streams `bytes` of RDMA WRITEs (64 KiB requests from one 64 KiB user
+ * source, loopback on the NIC that owns the target) into a target MR of
+ * each kind, in a fresh world with the IOMMU on and `mlx5.ats` = `rule`,
+ * and reports modelled time, bytes and translation counts per path.
+ */
+export async function measureAtsPaths(
+  rule: "mainline" | "p2p-aware",
+  bytes: number = 16 << 20,
+  kinds: readonly AtsPathKind[] = ["cpu-dmabuf", "vram-switch", "vram-other-hb", "user"],
+  iommu = true,
+): Promise<AtsPathRow[]> {
+  const rows: AtsPathRow[] = [];
+  for (const kind of kinds) {
+    const world = new Kernel({ variants: { "mlx5.ats": rule }, lockdep: false });
+    const rig = buildRig(world, { iommu, vramSize: Math.max(64 << 20, 2 * bytes) });
+    const nicDev = kind === "vram-other-hb" ? rig.nic2! : rig.nic;
+    const row = await world.runTask("stream", async () => {
+      let target: Mlx5Mr;
+      if (kind === "user") target = await registerUserMr(rig, nicDev, bytes);
+      else if (kind === "cpu-dmabuf") {
+        const buf = dmaHeapSystemAlloc(world, bytes);
+        const fd = buf.fd(2);
+        target = await mlx5IbRegUserMrDmabuf(
+          nicDev.allocPd(),
+          0,
+          bytes,
+          0x20_0000_0000,
+          fd,
+          ACCESS_ALL,
+        );
+      } else {
+        const bo = rig.gpu.boCreate(bytes);
+        await rig.gpu.fill(bo, 0);
+        target = (await registerVramMr(rig, nicDev, bo)).mr;
+      }
+      const src = await registerUserMr(rig, nicDev, 64 << 10, (i) => i & 0xff, target.pd);
+      const { qa } = connect(nicDev, target.pd, nicDev, target.pd);
+      const s0 = { ...nicDev.stats };
+      const t0 = world.sched.now;
+      const n = Math.ceil(bytes / (64 << 10));
+      for (let k = 0; k < n; k++) {
+        qa.postSend({
+          wrId: k,
+          opcode: "RDMA_WRITE",
+          sge: { mr: src, addr: src.iova, length: 64 << 10 },
+          remoteAddr: target.iova + k * (64 << 10),
+          rkey: target.rkey,
+        });
+      }
+      await qa.cq.waitTotal(n);
+      const ns = world.sched.now - t0;
+      const u = target.umem;
+      const mt = u instanceof IbUmemDmabuf && u.sgt ? mapTypeName(mappingP2pType(u.sgt)) : "NONE";
+      const link = kind.startsWith("vram")
+        ? nicDev.cost.pathGBps(nicDev.pdev, rig.gpu.vramBase, true)
+        : nicDev.cost.memoryGBps(nicDev.pdev, "up");
+      return {
+        rule,
+        path: kind,
+        mapType: mt,
+        ats: target.ats,
+        bytes,
+        atsTranslations: nicDev.stats.atsTranslations - s0.atsTranslations,
+        iotlbMisses: nicDev.stats.iotlbMisses - s0.iotlbMisses,
+        translationUs: (nicDev.stats.translationNs - s0.translationNs) / 1000,
+        modelledUs: ns / 1000,
+        gbps: bytes / ns,
+        linkGBps: link,
+      };
+    });
+    rows.push(row);
+  }
+  return rows;
+}
+
+/** Renders rows of {@linkcode measureAtsPaths} as a Markdown table. */
+export function formatAtsTable(rows: readonly AtsPathRow[]): string {
+  const head =
+    "| rule | target | map type | ATS | bytes | ATS translations | IOTLB misses | translation µs | modelled µs | GB/s | link GB/s |";
+  const sep = "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|";
+  const lines = rows.map((r) =>
+    `| ${r.rule} | ${r.path} | ${r.mapType} | ${
+      r.ats ? "yes" : "no"
+    } | ${r.bytes} | ${r.atsTranslations} | ${r.iotlbMisses} | ${r.translationUs.toFixed(1)} | ${
+      r.modelledUs.toFixed(1)
+    } | ${r.gbps.toFixed(1)} | ${r.linkGBps.toFixed(1)} |`
+  );
+  return [head, sep, ...lines].join("\n");
 }
