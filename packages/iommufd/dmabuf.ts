@@ -11,7 +11,10 @@
  *   interconnect `vfio_pci_dma_buf_iommufd_map`: only VFIO exporters
  *   (-EOPNOTSUPP otherwise), exactly one physical range (-EOPNOTSUPP),
  *   not revoked (-ENODEV); in v7.1 it also calls `dma_buf_pin()` (a
- *   revocable pinned importer, which vfio now accepts);
+ *   revocable pinned importer, which vfio now accepts). Under Jason's
+ *   mapping-types RFC (`dma-buf.pfn=pal`) the private call is replaced by
+ *   a PAL attachment without a device and `dma_buf_pal_map_phys`, which
+ *   allows several ranges; the list is given back on revoke;
  * - maps the slice like any file slice, with `IOMMU_MMIO`, and charges no
  *   locked memory;
  * - on invalidation (reservation lock held, `pages->mutex` taken) unmaps
@@ -34,6 +37,11 @@ import {
   type DmaBufAttachment,
   dmaBufDynamicAttach,
   dmaBufGet,
+  dmaBufMappingAttach,
+  dmaBufPalMapPhys,
+  dmaBufPalUnmapPhys,
+  dmaBufPfnVariant,
+  type DmaBufPhysList,
   dmaBufVersion,
   isDmaBufFile,
   type PhysVec,
@@ -58,8 +66,12 @@ export class IoptDmabufSource implements IoptPagesSource {
   readonly dmabuf: DmaBuf;
   /** The attachment. */
   attach: DmaBufAttachment | null = null;
-  /** `phys` (len 0 once revoked). */
+  /** `phys` (len 0 once revoked); the first range under PAL. */
   phys: PhysVec = { paddr: 0n, len: 0 };
+  /** Every range (one from the private interconnect, any number from PAL). */
+  ranges: readonly PhysVec[] = [];
+  /** The PAL list held while mapped (mapping-types RFC). */
+  palList: DmaBufPhysList | null = null;
   /** Pages objects using this source (one per map). */
   readonly pages: Set<IoptPages> = new Set();
   /** True once revoked. */
@@ -92,7 +104,7 @@ export class IoptDmabufSource implements IoptPagesSource {
     return 0;
   }
 
-  /** The slice's physical run: nothing is pinned or charged. */
+  /** The slice's physical runs: nothing is pinned or charged. */
   pin(
     off: number,
     len: number,
@@ -100,11 +112,15 @@ export class IoptDmabufSource implements IoptPagesSource {
     if (this.revoked || this.phys.len === 0) {
       return Promise.reject(new KernelError("ENODEV", `iommufd: ${this.dmabuf} is revoked`));
     }
-    return Promise.resolve({
-      runs: [{ phys: Number(this.phys.paddr) + off, length: len }],
-      charge: 0,
-      unpin: () => {},
-    });
+    const runs: { phys: number; length: number }[] = [];
+    let base = 0;
+    for (const v of this.ranges) {
+      const s = Math.max(off, base);
+      const e = Math.min(off + len, base + v.len);
+      if (s < e) runs.push({ phys: Number(v.paddr) + (s - base), length: e - s });
+      base += v.len;
+    }
+    return Promise.resolve({ runs, charge: 0, unpin: () => {} });
   }
 
   /** `iopt_revoke_notify`: the exporter holds the reservation lock. */
@@ -127,11 +143,22 @@ export class IoptDmabufSource implements IoptPagesSource {
     }
     this.phys = { paddr: this.phys.paddr, len: 0 };
     this.revoked = true;
+    if (this.palList && this.attach) {
+      // PAL: after the invalidation the addresses are given back at once.
+      dmaBufPalUnmapPhys(this.attach, this.palList);
+      this.palList = null;
+    }
   }
 
   /** Last area gone: unpin (7.1), detach, put. */
   async release(): Promise<void> {
     const a = this.attach;
+    if (a && this.palList) {
+      await this.dmabuf.resv.lock(null);
+      dmaBufPalUnmapPhys(a, this.palList);
+      this.palList = null;
+      this.dmabuf.resv.unlock();
+    }
     if (a) {
       if (this.#pinned) {
         await this.dmabuf.resv.lock(null);
@@ -145,26 +172,42 @@ export class IoptDmabufSource implements IoptPagesSource {
     this.dmabuf.put();
   }
 
-  /** Attach and fetch the range (`iopt_map_dmabuf`). */
+  /**
+   * Attach and fetch the ranges (`iopt_map_dmabuf`): the private vfio
+   * interconnect, or PAL under the mapping-types RFC (`dma-buf.pfn=pal`).
+   */
   async setup(): Promise<void> {
     const world = this.dmabuf.world;
-    this.attach = await dmaBufDynamicAttach(
-      this.dmabuf,
-      iommufdDummyDevice(world),
-      dmaBufVersion(world) === "7.1"
-        ? { allowPeer2peer: true, invalidateMappings: () => this.revokeNotify() }
-        : { allowPeer2peer: true, moveNotify: () => this.revokeNotify() },
-      this,
-      { importerModule: "iommufd" },
-    );
+    const ops = dmaBufVersion(world) === "7.1"
+      ? { allowPeer2peer: true, invalidateMappings: () => this.revokeNotify() }
+      : { allowPeer2peer: true, moveNotify: () => this.revokeNotify() };
+    const pal = dmaBufPfnVariant(world) === "pal";
+    this.attach = pal
+      ? await dmaBufMappingAttach(this.dmabuf, null, ["PAL"], ops, this, {
+        importerModule: "iommufd",
+      })
+      : await dmaBufDynamicAttach(this.dmabuf, iommufdDummyDevice(world), ops, this, {
+        importerModule: "iommufd",
+      });
     await this.dmabuf.resv.lock(null);
     try {
-      this.phys = vfioPciDmaBufIommufdMap(this.attach);
+      if (pal) {
+        this.palList = dmaBufPalMapPhys(this.attach);
+        this.ranges = this.palList.phys;
+        this.phys = this.ranges[0] ?? { paddr: 0n, len: 0 };
+      } else {
+        this.phys = vfioPciDmaBufIommufdMap(this.attach);
+        this.ranges = [this.phys];
+      }
       if (dmaBufVersion(world) === "7.1") {
         await this.attach.pin();
         this.#pinned = true;
       }
     } catch (e) {
+      if (this.palList) {
+        dmaBufPalUnmapPhys(this.attach, this.palList);
+        this.palList = null;
+      }
       this.dmabuf.resv.unlock();
       await this.attach.detach();
       this.attach = null;

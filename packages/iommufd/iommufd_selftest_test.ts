@@ -395,3 +395,42 @@ Deno.test("a 1 GiB-aligned dma-buf range is mapped with 1 GiB IOPTEs", async (t)
     deepStrictEqual(valids, { [2 ** 30]: 4 });
   });
 });
+
+Deno.test("mapping-types RFC (dma-buf.pfn=pal): multi-range VFIO dma-buf through PAL, revoked like the private path", async () => {
+  for (const variant of ["none", "pal"]) {
+    const world = new Kernel({ variants: { "dma-buf.pfn": variant } });
+    const m = defaultMachine(world);
+    iommuSetup(world);
+    const ictx = new IommufdCtx(world);
+    await world.runTask("qemu", async () => {
+      const ioas = ictx.ioasAlloc();
+      await ictx.attach(ictx.bindDevice(m.nic), ioas);
+      const vdev = new VfioPciCoreDevice(world, m.gpu);
+      await vdev.open();
+      const e = (await vfioPciCoreFeatureDmaBuf(
+        vdev,
+        VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF,
+        {
+          regionIndex: 1,
+          openFlags: 2,
+          flags: 0,
+          dmaRanges: [{ offset: 0, length: 2 * PAGE }, { offset: 16 * PAGE, length: 2 * PAGE }],
+        },
+      ))!;
+      if (variant === "none") {
+        // The v6.19 private interconnect takes exactly one range.
+        await rejects(iommufdIoasMapDmabuf(ictx, ioas, RW, e.fd, 0, 4 * PAGE), errno("EOPNOTSUPP"));
+        return;
+      }
+      const iova = await iommufdIoasMapDmabuf(ictx, ioas, RW, e.fd, 0, 4 * PAGE);
+      const bar = Number(m.gpu.bars[1]!.start!);
+      world.mem.write(bar + 16 * PAGE + 5, new Uint8Array([0x77]));
+      strictEqual(deviceDmaRead(m.nic, iova + 2 * PAGE + 5, 1)[0], 0x77);
+      strictEqual(e.dmabuf.outstandingMappings, 1);
+      await vdev.configWrite(PCI_COMMAND, 2, 0);
+      strictEqual(e.dmabuf.outstandingMappings, 0, "the PAL list was given back on revoke");
+      throws(() => deviceDmaRead(m.nic, iova, 1), (x) => x instanceof IommuFaultError);
+      deepStrictEqual(world.check(), []);
+    });
+  }
+});
