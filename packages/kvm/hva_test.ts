@@ -129,3 +129,20 @@ Deno.test("path A: invalidation between follow_pfnmap and install is caught by m
   deepStrictEqual(violations, []);
   strictEqual(s.kvm.stage2.leaves(), 0);
 });
+
+Deno.test("KVM_CREATE_VM teardown: deleting a dma-buf slot detaches and drops the buffer", async () => {
+  const o = { path: "B" as const, pathB: "pfn-attachment" as const };
+  const world = new Kernel({ variants: barShareVariants(o) });
+  await world.runTask("qemu", async () => {
+    const s = await setupBarShare(world, o);
+    await s.vcpu.read(s.gpa, 1);
+    const buf = s.exp.dmabuf;
+    strictEqual(buf.pfnAttachments.length, 1);
+    const refs = buf.refcount;
+    await s.kvm.destroy();
+    strictEqual(buf.pfnAttachments.length, 0);
+    strictEqual(buf.refcount, refs - 1);
+    strictEqual(s.kvm.stage2.leaves(), 0);
+    strictEqual(s.kvm.destroyed, true);
+  });
+});
