@@ -342,7 +342,8 @@ export class GpuDevice {
     }
     const deps = bo.resv.getFences(DmaResvUsage.BOOKKEEP);
     const job = this.ring.submit(
-      { kind: "copy", src: old.ranges, dst: ranges },
+      // VRAM <-> GTT crosses the GPU's PCIe link
+      { kind: "copy", src: old.ranges, dst: ranges, gbps: Math.min(this.ring.gbps, this.linkGBps) },
       deps,
       to === "GTT" ? "evict" : "move",
     );

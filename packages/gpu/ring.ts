@@ -40,6 +40,8 @@ export type GpuJobOp =
     readonly kind: "copy";
     readonly src: readonly PhysRange[];
     readonly dst: readonly PhysRange[];
+    /** Rate of this copy when it crosses a slower path (VRAM <-> system memory over PCIe). */
+    readonly gbps?: number;
   }
   | { readonly kind: "checksum"; readonly src: readonly PhysRange[] };
 
@@ -221,7 +223,7 @@ export class GpuRing {
       });
       this.stats.bytesRead += n;
       this.stats.bytesWritten += n;
-      return n / this.gbps;
+      return n / (op.gbps ?? this.gbps);
     }
     let h = FNV_OFFSET;
     const tmp = new Uint8Array(CHUNK);
