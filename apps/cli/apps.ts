@@ -6,11 +6,14 @@
  * (issue 9's scenario 1: the KVM importer of a vfio BAR during a function
  * reset in every import path: `@dmalab/kvm`'s own scenarios, app 5's
  * first-access races, and the unrechecked get_pfn importer the explorer
- * must catch).
+ * must catch), and scenarios 2 and 5 from `@dmalab/mlx5` (dynamic MR
+ * invalidation racing RDMA traffic and GPU eviction; the importer that
+ * ignores the invalidate).
  *
  * @module
  */
 import type { AppDefinition } from "@dmalab/app-kit";
+import { attachApp, attachScenarios } from "@dmalab/app-attach";
 import { customApp } from "@dmalab/app-custom";
 import { mmapApp } from "@dmalab/app-mmap";
 import { vmapApp } from "@dmalab/app-vmap";
@@ -19,8 +22,8 @@ import { noRecheckScenario, PFN_CONFIGS, pfnApp, resetRaceScenario } from "@dmal
 import { registerScenario, scenarios } from "@dmalab/explorer";
 import { barShareScenarios } from "@dmalab/kvm";
 
-/** Every app, in tour order (app 3 joins when @dmalab/mlx5 lands). */
-export const apps: readonly AppDefinition[] = [vmapApp, mmapApp, virtioApp, pfnApp];
+/** Every app, in tour order. */
+export const apps: readonly AppDefinition[] = [vmapApp, mmapApp, attachApp, virtioApp, pfnApp];
 
 /** Example apps: runnable with `dmalab run`, not part of the tour. */
 export const examples: readonly AppDefinition[] = [customApp];
@@ -41,6 +44,7 @@ export function registerDriverScenarios(): void {
     ...barShareScenarios(),
     ...Object.keys(PFN_CONFIGS).map((c) => resetRaceScenario(c)),
     noRecheckScenario(),
+    ...attachScenarios(),
   ];
   for (const s of mine) {
     if (!have.has(s.name)) registerScenario(s);

@@ -94,6 +94,7 @@ Deno.test("dmalab explore lists the driver scenarios", async () => {
   await main(["explore", "--list"], io);
   ok(io.stdout.includes("pfn-reset-race-b-get-pfn-unlocked-no-recheck"), io.stdout);
   ok(io.stdout.includes("kvm-bar-reset-a-follow-pfnmap-7.1"));
+  ok(io.stdout.includes("mlx5-eviction-race-broken"));
   ok(getScenario("pfn-reset-race-a"));
   const r = captureIo();
   strictEqual(
