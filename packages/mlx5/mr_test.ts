@@ -5,7 +5,7 @@ import { GPU_DOMAIN_GTT, GPU_DOMAIN_VRAM, gpuBoExport } from "@dmalab/gpu";
 import {
   IB_ACCESS_LOCAL_WRITE,
   IB_ACCESS_REMOTE_READ,
-  IbUmemDmabuf,
+  type IbUmemDmabuf,
   ibUmemDmabufGet,
   mlx5IbDeregMr,
   mlx5IbRegUserMrDmabuf,
