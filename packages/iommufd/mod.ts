@@ -34,8 +34,6 @@ export * from "./io_pagetable.ts";
 export * from "./ctx.ts";
 export * from "./map_file.ts";
 export * from "./dmabuf.ts";
-// Types of the packages this one builds on, so its API documentation is complete.
-export type * from "@dmalab/kernel";
 export type {
   DmaBuf,
   DmaBufAttachment,

@@ -32,8 +32,6 @@ export * from "./hva.ts";
 export * from "./dmabuf_slot.ts";
 export * from "./create_vm.ts";
 export * from "./scenarios.ts";
-// Types of the packages this one builds on, so its API documentation is complete.
-export type * from "@dmalab/kernel";
 export { PAGE_SHIFT, PAGE_SIZE } from "./constants.ts";
 export type {
   CpuInfo,

@@ -21,8 +21,6 @@
 export * from "./constants.ts";
 export * from "./device.ts";
 export * from "./dma_buf.ts";
-// Types of the packages this one builds on, so its API documentation is complete.
-export type * from "@dmalab/kernel";
 export type {
   DmaBuf,
   DmaBufAttachment,
