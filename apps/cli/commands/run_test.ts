@@ -102,3 +102,13 @@ Deno.test("dmalab explore lists the driver scenarios", async () => {
     1,
   );
 });
+
+Deno.test("progress on a TTY, nothing when piped", async () => {
+  const tty = captureIo();
+  (tty as { isTty: boolean }).isTty = true;
+  strictEqual(await main(["run", "pfn", "--variant", "A"], tty), 0);
+  ok(tty.stderr.includes("pfn: A"), JSON.stringify(tty.stderr));
+  const pipe = captureIo();
+  strictEqual(await main(["run", "pfn", "--variant", "A"], pipe), 0);
+  strictEqual(pipe.stderr, "");
+});

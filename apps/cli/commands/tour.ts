@@ -257,7 +257,10 @@ export const tourCommand: Command = {
         } bytes verified end to end\n`,
       );
       io.out("details: dmalab run APP (APP: " + apps.map((a) => a.name).join(", ") + ")\n");
-      for (const [k, p] of Object.entries(written)) io.out(`${k}: ${p}\n`);
+      const cwd = `${Deno.cwd()}/`;
+      for (const [k, p] of Object.entries(written)) {
+        io.out(`${k}: ${p.startsWith(cwd) ? p.slice(cwd.length) : p}\n`);
+      }
     }
     return ok ? EXIT_OK : EXIT_VIOLATION;
   },
