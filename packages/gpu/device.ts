@@ -107,6 +107,8 @@ export class GpuDevice {
   readonly lru: GpuBo[] = [];
   /** Page index of VRAM -> owning object, for the checkers (released when the move fence signals). */
   readonly #owner = new Map<number, GpuBo>();
+  /** Move fences whose signal frees VRAM (TTM ghost objects). */
+  readonly #ghosts = new Set<DmaFence>();
   /** Bandwidth of moves across the GPU's PCIe link, GB/s. */
   readonly linkGBps: number;
   #nextId = 1;
@@ -255,7 +257,10 @@ export class GpuDevice {
         })));
         return { blocks, ranges };
       }
-      const fence = await this.#evictFirst(bo);
+      // ghost objects first: VRAM whose move copy has not finished yet
+      // (TTM keeps them on the LRU and waits for their fence)
+      const ghost = [...this.#ghosts][0];
+      const fence = ghost ? ghost.get() : await this.#evictFirst(bo);
       if (!fence) return null;
       await fence.wait(false); // the victim's VRAM is free once its copy is done
       fence.put();
@@ -351,7 +356,11 @@ export class GpuDevice {
     this.stats.movedBytes += bo.size;
     bo.resv.reserveFences(1);
     bo.resv.addFence(job.fence, DmaResvUsage.KERNEL);
-    job.fence.addCallback(new DmaFenceCb(), releaseOld);
+    if (old.blocks) this.#ghosts.add(job.fence);
+    job.fence.addCallback(new DmaFenceCb(), () => {
+      this.#ghosts.delete(job.fence);
+      releaseOld();
+    });
   }
 
   /**

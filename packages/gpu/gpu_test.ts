@@ -242,3 +242,23 @@ Deno.test("vmap of VRAM is iomem, of GTT is system memory", async () => {
   strictEqual(bo.pinCount, 0);
   strictEqual(bo2.placement, "GTT");
 });
+
+Deno.test("back-to-back moves wait for ghost VRAM instead of failing -ENOMEM", async () => {
+  const { world, gpu } = setup(16 << 20);
+  const bo = gpu.boCreate(4 << 20);
+  const sum = await world.runTask("mover", async () => {
+    await gpu.fill(bo, 0x5a);
+    for (let c = 0; c < 12; c++) {
+      await bo.resv.lock(null);
+      await gpu.validate(bo, c % 2 === 0 ? GPU_DOMAIN_GTT : GPU_DOMAIN_VRAM);
+      bo.resv.unlock();
+    }
+    const j = await gpu.checksum(bo);
+    await j.fence.wait(false);
+    return j.result;
+  });
+  strictEqual(bo.placement, "VRAM");
+  strictEqual(sum, gpuChecksumOf(new Uint8Array(4 << 20).fill(0x5a)), "12 copies kept the bytes");
+  strictEqual(gpu.vram.usedPages, 1024, "every ghost was freed");
+  deepStrictEqual(world.check(), []);
+});
