@@ -4,7 +4,7 @@ import {
   barShareInvariant,
   barShareVariants,
   createVm,
-  HvaBacking,
+  type HvaBacking,
   KvmExit,
   PG_LEVEL_2M,
   PG_LEVEL_4K,
