@@ -33,6 +33,7 @@ import {
   type AppRun,
   countEqual,
   Recorder,
+  trackLocks,
   worldViolations,
 } from "@dmalab/app-kit";
 import { Kernel } from "@dmalab/kernel";
@@ -90,6 +91,7 @@ export async function runAttach(o: AppOptions = {}): Promise<AppRun> {
   const rig = buildRig(world, { iommu: variant === "iommu", vramSize: 2 * TOTAL });
   const nic = variant === "remote-nic" ? rig.nic2! : rig.nic;
   const rec = new Recorder(world, rig.fabric);
+  const locks = trackLocks(world, rec);
   const steps: string[] = [];
   const failures: string[] = [];
   const findings: string[] = [];
@@ -154,6 +156,7 @@ export async function runAttach(o: AppOptions = {}): Promise<AppRun> {
   });
   await world.run();
 
+  locks.finish();
   const mr = (target as VramMr | null)?.mr;
   steps.push(
     evictedAt >= 0
@@ -227,6 +230,7 @@ export async function runAttach(o: AppOptions = {}): Promise<AppRun> {
         "NIC busy ns": nic.stats.busyNs,
         "GPU moves": rig.gpu.stats.moves,
         "move_notify calls": rig.gpu.stats.moveNotifies,
+        "lock holds across scheduling points": locks.holds,
         "virtual time ns": world.sched.now,
       },
       rulesChecked: [

@@ -24,6 +24,7 @@ import {
   type AppRun,
   countEqual,
   Recorder,
+  trackLocks,
   worldViolations,
 } from "@dmalab/app-kit";
 import { Kernel } from "@dmalab/kernel";
@@ -103,6 +104,7 @@ export async function runCustom(o: AppOptions = {}): Promise<AppRun> {
   const gpuDev = endpoints.find((d) => d.classCode >> 16 === 0x03)!;
   const [nearDev, farDev] = endpoints.filter((d) => d.vendor === 0x1d0f);
   const rec = new Recorder(world, fabric);
+  const locks = trackLocks(world, rec);
   const gpu = gpuProbe(gpuDev, { vramSize: 4 << 20 });
   const near = new CopyEngine(nearDev!);
   const far = new CopyEngine(farDev!);
@@ -163,6 +165,7 @@ export async function runCustom(o: AppOptions = {}): Promise<AppRun> {
     await gpu.boFree(hog);
   });
 
+  locks.finish();
   const violations = [...worldViolations(world), ...failures];
   const path = `near: ${routes[0]}, far: ${routes[1]}; after eviction: ${routes[2]}, ${routes[3]}`;
   return {
@@ -186,6 +189,7 @@ export async function runCustom(o: AppOptions = {}): Promise<AppRun> {
         "GPU evictions": gpu.stats.evictions,
         "move_notify calls": gpu.stats.moveNotifies,
         "importer maps": near.maps + far.maps,
+        "lock holds across scheduling points": locks.holds,
         "virtual time ns": world.sched.now,
       },
       rulesChecked: [

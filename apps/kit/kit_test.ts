@@ -1,5 +1,6 @@
 import { ok, strictEqual, throws } from "node:assert/strict";
 import { defaultMachineSpec } from "@dmalab/pci-p2p";
+import { Kernel, Mutex } from "@dmalab/kernel";
 import {
   appMachine,
   countEqual,
@@ -8,6 +9,7 @@ import {
   Recorder,
   sameBytes,
   TopologyError,
+  trackLocks,
 } from "./mod.ts";
 
 Deno.test("app-kit", async (t) => {
@@ -63,5 +65,26 @@ Deno.test("app-kit", async (t) => {
     c[10] ^= 1;
     strictEqual(countEqual(a, c), 10);
     strictEqual(countEqual(a, a.slice()), 64);
+  });
+  await t.step("trackLocks: a mutex held across a sleep becomes a span", async () => {
+    const world = new Kernel();
+    const rec = new Recorder(world, null);
+    const locks = trackLocks(world, rec);
+    const m = new Mutex(world, "demo_lock");
+    world.spawn("holder", async () => {
+      await m.lock();
+      await world.sched.msleep(2);
+      m.unlock();
+      await world.sched.msleep(1);
+    });
+    world.spawn("other", async () => {
+      await world.sched.msleep(1);
+    });
+    await world.run();
+    locks.finish();
+    const span = rec.spans.find((s) => s.track === "lock demo_lock");
+    ok(span, JSON.stringify(rec.spans));
+    ok(span.name.startsWith("held by holder"));
+    ok(span.endNs - span.startNs >= 2_000_000, `${span.endNs - span.startNs} ns`);
   });
 });

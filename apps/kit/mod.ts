@@ -20,3 +20,4 @@ export * from "./types.ts";
 export * from "./recorder.ts";
 export * from "./machine.ts";
 export * from "./verify.ts";
+export * from "./locks.ts";

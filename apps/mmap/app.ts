@@ -36,6 +36,7 @@ import {
   countEqual,
   pattern,
   Recorder,
+  trackLocks,
   worldSplats,
   worldViolations,
 } from "@dmalab/app-kit";
@@ -134,6 +135,7 @@ export async function runMmap(o: AppOptions = {}): Promise<AppRun> {
   const { world, nic } = m;
   world.trace.enable();
   const rec = new Recorder(world, m.fabric);
+  const locks = trackLocks(world, rec);
   nic.setMaskAndCoherent(dmaBitMask(64));
   if (bounce) dmaDevSetup(nic, { forceBounce: true });
   dmaHeapSystemInit(world);
@@ -293,6 +295,7 @@ export async function runMmap(o: AppOptions = {}): Promise<AppRun> {
     rules.push("the last fput releases the dma-buf (no attachment, no vmap left)");
   });
 
+  locks.finish();
   const violations = [...worldViolations(world), ...failures];
   const stats = deviceDmaStats(nic);
   return {
@@ -316,6 +319,7 @@ export async function runMmap(o: AppOptions = {}): Promise<AppRun> {
         "device bytes read": stats.bytesRead,
         "device bytes written": stats.bytesWritten,
         "modelled DMA ns": rec.transfers.reduce((n, t) => n + t.durNs, 0),
+        "lock holds across scheduling points": locks.holds,
         "virtual time ns": world.sched.now,
       },
       rulesChecked: rules,

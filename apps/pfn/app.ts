@@ -30,7 +30,7 @@
  * @module
  */
 import type { AppDefinition, AppOptions, AppRun, AppVariantRow } from "@dmalab/app-kit";
-import { countEqual, pattern, Recorder } from "@dmalab/app-kit";
+import { countEqual, pattern, Recorder, trackLocks } from "@dmalab/app-kit";
 import { ChooserPolicy, Kernel, type PickContext, type Task } from "@dmalab/kernel";
 import { calcMapTypeAndDist, mapTypeName } from "@dmalab/pci-p2p";
 import { dmaBufBufinfo } from "@dmalab/dma-buf";
@@ -99,10 +99,11 @@ async function runConfig(
   const mapType = mapTypeName(calcMapTypeAndDist(gpu, nic, false).mapType);
   const unexpected: string[] = [];
   let violations: string[] = [];
-  world.sched.observer = () => {
+  const locks = trackLocks(world, recorder);
+  locks.also(() => {
     const v = barShareInvariant(s);
     if (v.length && violations.length === 0) violations = v;
-  };
+  });
   // Bytes: guest -> BAR -> NIC, NIC -> BAR -> guest.
   const a = pattern(0x5a + seed, 4096);
   const b = pattern(0xa5 + seed, 4096);
@@ -174,7 +175,7 @@ async function runConfig(
       return errText(e);
     }
   }, "vcpu");
-  world.sched.observer = null;
+  locks.finish();
 
   // Explorer: guest accesses racing the reset, every interleaving up to 2 preemptions.
   const ex = await explore(resetRaceScenario(name), { bound: 2, maxSchedules: 60 });

@@ -28,6 +28,7 @@ import {
   countEqual,
   pattern,
   Recorder,
+  trackLocks,
   worldViolations,
 } from "@dmalab/app-kit";
 import { filesOf, KernelError } from "@dmalab/kernel";
@@ -70,6 +71,7 @@ export async function runVirtio(o: AppOptions = {}): Promise<AppRun> {
   const { world } = m;
   world.trace.enable();
   const rec = new Recorder(world, m.fabric);
+  const locks = trackLocks(world, rec);
   const host = new VirtioHost(world);
   host.onCommand = (dev, cmd, a, b) => rec.span(`virtqueue ${dev}`, cmd, a, b);
   const gpu = new VirtioGpu(host, "virtio0");
@@ -193,6 +195,7 @@ export async function runVirtio(o: AppOptions = {}): Promise<AppRun> {
     );
   });
 
+  locks.finish();
   const violations = [...worldViolations(world), ...failures];
   return {
     world,
@@ -214,6 +217,7 @@ export async function runVirtio(o: AppOptions = {}): Promise<AppRun> {
       costs: {
         "host commands": Object.values(host.commands).reduce((a, b) => a + b, 0),
         "virtqueue round trip ns": host.latencyNs,
+        "lock holds across scheduling points": locks.holds,
         "virtual time ns": world.sched.now,
       },
       rulesChecked: rules,

@@ -31,6 +31,7 @@ import {
   countEqual,
   pattern,
   Recorder,
+  trackLocks,
   worldViolations,
 } from "@dmalab/app-kit";
 import { Kernel, KernelBug } from "@dmalab/kernel";
@@ -72,6 +73,7 @@ export async function runVmap(o: AppOptions = {}): Promise<AppRun> {
   const { world } = m;
   world.trace.enable();
   const rec = new Recorder(world, m.fabric);
+  const locks = trackLocks(world, rec);
   const gpu = gpuProbe(m.gpu, { vramSize: 4 << 20 });
   const steps: string[] = [];
   const rules: string[] = [];
@@ -199,6 +201,7 @@ export async function runVmap(o: AppOptions = {}): Promise<AppRun> {
     await gpu.boFree(other);
   });
 
+  locks.finish();
   // The rule the kernel BUGs on, in a scratch strict world.
   const scratch = new Kernel();
   await scratch.runTask("bad-client", async () => {
@@ -237,6 +240,7 @@ export async function runVmap(o: AppOptions = {}): Promise<AppRun> {
       costs: {
         "GPU evictions": gpu.stats.evictions,
         "GPU moved bytes": gpu.stats.movedBytes,
+        "lock holds across scheduling points": locks.holds,
         "virtual time ns": world.sched.now,
       },
       rulesChecked: rules,

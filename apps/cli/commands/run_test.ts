@@ -67,6 +67,7 @@ Deno.test("dmalab run", async (t) => {
       ok(ev.some((e) => e.ph === "M" && e.args?.name === "app"), "task track");
       ok(ev.some((e) => e.ph === "M" && e.args?.name?.startsWith("fence ")), "fence track");
       ok(ev.some((e) => e.ph === "X" && e.name === "reserve+add_fence"), "lock slice");
+      ok(ev.some((e) => e.ph === "M" && e.args?.name?.startsWith("lock ")), "lock track");
       ok(ev.some((e) => e.ph === "s") && ev.some((e) => e.ph === "f"), "DMA flow");
       const text = await Deno.readTextFile(ft);
       ok(text.includes("# tracer: nop"));
