@@ -113,3 +113,32 @@ Deno.test("progress on a TTY, nothing when piped", async () => {
   strictEqual(await main(["run", "pfn", "--variant", "A"], pipe), 0);
   strictEqual(pipe.stderr, "");
 });
+
+const SHARED = new URL("../../../../shared/topologies/", import.meta.url).pathname;
+const PUGET = `${SHARED}stelline-puget-wrx90.lspci-tv.txt`;
+const NDV4 = `${SHARED}azure-ndv4-topo.xml`;
+let haveShared = false;
+try {
+  haveShared = Deno.statSync(PUGET).isFile && Deno.statSync(NDV4).isFile;
+} catch {
+  haveShared = false;
+}
+
+Deno.test({
+  name: "run on real topologies (lspci -tv, NCCL XML) when ../shared/topologies is there",
+  ignore: !haveShared,
+  fn: async () => {
+    for (const [app, file] of [["vmap", PUGET], ["mmap", NDV4], ["virtio", PUGET]]) {
+      const io = captureIo();
+      strictEqual(
+        await main(["run", app!, "--topology", file!, "--json"], io),
+        0,
+        `${app} ${file}`,
+      );
+      const doc = JSON.parse(io.stdout);
+      strictEqual(doc.ok, true);
+      ok(doc.bytesVerified > 0);
+      ok(doc.machine !== "default (AMD Zen 4, GPU + NIC under one switch)");
+    }
+  },
+});

@@ -28,7 +28,13 @@ Deno.test("tour --report writes a page that loads cleanly in headless Chromium",
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
   try {
     const io = captureIo();
-    strictEqual(await main(["tour", "--report", dir], io), 0);
+    strictEqual(
+      await main(
+        ["tour", "--report", dir, "--trace", `${dir}/t.json`, "--ftrace", `${dir}/t.txt`],
+        io,
+      ),
+      0,
+    );
     ok(io.stdout.includes(`report: ${dir}/index.html`));
     const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
     const errors: string[] = [];
@@ -38,6 +44,16 @@ Deno.test("tour --report writes a page that loads cleanly in headless Chromium",
     page.on("pageerror", (e) => errors.push(String(e)));
     await page.goto(`file://${dir}/index.html`);
 
+    await t.step("--trace holds one process per app; --ftrace one section per app", async () => {
+      const doc = JSON.parse(await Deno.readTextFile(`${dir}/t.json`));
+      const procs = doc.traceEvents.filter((e: { name: string }) => e.name === "process_name");
+      deepStrictEqual(
+        procs.map((e: { args: { name: string } }) => e.args.name),
+        apps.map((a) => a.name),
+      );
+      const text = await Deno.readTextFile(`${dir}/t.txt`);
+      strictEqual(text.split("# dmalab run ").length - 1, apps.length);
+    });
     await t.step("no console errors", () => {
       deepStrictEqual(errors, []);
     });
