@@ -15,13 +15,21 @@ import {
 const noIommu = await measureAtsPaths(
   "mainline",
   16 << 20,
-  ["vram-switch", "vram-other-hb", "cpu-dmabuf", "user"],
+  ["vram-switch", "vram-other-hb", "vram-intel-fallback", "cpu-dmabuf", "user"],
   false,
 );
 console.log("\nmodelled RDMA WRITE, 16 MiB in 64 KiB requests, IOMMU off:");
 console.log(formatAtsTable(noIommu));
 
-for (const kind of ["vram-switch", "vram-other-hb", "cpu-dmabuf", "user"] as const) {
+for (
+  const kind of [
+    "vram-switch",
+    "vram-other-hb",
+    "vram-intel-fallback",
+    "cpu-dmabuf",
+    "user",
+  ] as const
+) {
   Deno.bench({
     name: `RDMA WRITE 4 MiB (64 x 64 KiB) into ${kind}, IOMMU off`,
     group: "rdma-write",

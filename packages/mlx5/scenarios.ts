@@ -365,13 +365,20 @@ export interface AtsPathRow {
 }
 
 /** Target kinds {@linkcode measureAtsPaths} streams into. */
-export type AtsPathKind = "cpu-dmabuf" | "vram-switch" | "vram-other-hb" | "user";
+export type AtsPathKind =
+  | "cpu-dmabuf"
+  | "vram-switch"
+  | "vram-other-hb"
+  | "vram-intel-fallback"
+  | "user";
 
 /**
  * Streams `bytes` of RDMA WRITEs (64 KiB requests from one 64 KiB user
  * source, loopback on the NIC that owns the target) into a target MR of
  * each kind, in a fresh world with the IOMMU on and `mlx5.ats` = `rule`,
  * and reports modelled time, bytes and translation counts per path.
+ * `vram-intel-fallback` runs on the Intel preset, where the exporter moves
+ * the object to system memory first.
  */
 export async function measureAtsPaths(
   rule: "mainline" | "p2p-aware",
@@ -382,7 +389,11 @@ export async function measureAtsPaths(
   const rows: AtsPathRow[] = [];
   for (const kind of kinds) {
     const world = new Kernel({ variants: { "mlx5.ats": rule }, lockdep: false });
-    const rig = buildRig(world, { iommu, vramSize: Math.max(64 << 20, 2 * bytes) });
+    const rig = buildRig(world, {
+      iommu,
+      vramSize: Math.max(64 << 20, 2 * bytes),
+      machine: kind === "vram-intel-fallback" ? "intel-unlisted" : "amd",
+    });
     const nicDev = kind === "vram-other-hb" ? rig.nic2! : rig.nic;
     const row = await world.runTask("stream", async () => {
       let target: Mlx5Mr;
@@ -421,7 +432,7 @@ export async function measureAtsPaths(
       const ns = world.sched.now - t0;
       const u = target.umem;
       const mt = u instanceof IbUmemDmabuf && u.sgt ? mapTypeName(mappingP2pType(u.sgt)) : "NONE";
-      const link = kind.startsWith("vram")
+      const link = kind.startsWith("vram") && kind !== "vram-intel-fallback"
         ? nicDev.cost.pathGBps(nicDev.pdev, rig.gpu.vramBase, true)
         : nicDev.cost.memoryGBps(nicDev.pdev, "up");
       return {
