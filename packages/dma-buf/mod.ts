@@ -63,3 +63,4 @@ export * from "./pfn/get_pfn.ts";
 export * from "./pfn/pfn_attachment.ts";
 export * from "./pfn/pal.ts";
 export * from "./pfn/mechanisms.ts";
+export * from "./scenarios.ts";
