@@ -79,6 +79,23 @@ Deno.test("dmalab run", async (t) => {
   });
 });
 
+Deno.test("dmalab run pfn --report writes the page with the variant table", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const io = captureIo();
+    strictEqual(await main(["run", "pfn", "--report", dir], io), 0);
+    const html = await Deno.readTextFile(`${dir}/index.html`);
+    ok(html.includes('id="variants-0"'));
+    ok(html.includes("B-get-pfn-unlocked-no-recheck"));
+    ok(
+      html.includes('class="transfer via-rc ats-on"'),
+      "NIC transfers through the root complex, ATS on",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("dmalab bufinfo prints debugfs bufinfo of a run", async () => {
   const io = captureIo();
   strictEqual(await main(["bufinfo", "mmap"], io), 0);
