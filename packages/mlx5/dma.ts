@@ -14,7 +14,9 @@
  * Bytes move through the world's memory at once (the DMA is atomic per
  * call); time is charged by the caller from {@linkcode DmaCost}: transfer
  * time over the route from the pci-p2p bandwidth model (the NIC's links up
- * to the root complex for system memory, the P2P route for a peer BAR) and
+ * to the root complex for system memory, the P2P route for a peer BAR),
+ * shared max-min fairly among the transfers in flight
+ * ({@linkcode sharedGBps}), and
  * the translation latency, overlapped by the NIC's outstanding translation
  * requests (`translationParallelism`, a labelled assumption).
  *
@@ -34,6 +36,7 @@ import {
   calcMapTypeAndDist,
   DEFAULT_BANDWIDTH_PARAMS,
   type Labelled,
+  maxMinFair,
   type PciDev,
   pciFabric,
   PciP2pdmaMapType,
@@ -177,6 +180,43 @@ export function nicDma(
   };
 }
 
+/** One directional resource a transfer crosses. */
+export interface FlowHop {
+  /** Resource id (`up:0000:04:00.0`, `rc:...`, `wire:a->b`). */
+  readonly id: string;
+  /** Capacity, GB/s. */
+  readonly capacity: number;
+  /** Usage weight (root-complex P2P factor). */
+  readonly weight: number;
+}
+
+/** A transfer in flight, for max-min sharing between concurrent transfers. */
+export interface ActiveFlow {
+  /** The resources it crosses. */
+  readonly hops: readonly FlowHop[];
+}
+
+/** The world's transfers in flight (all NICs). */
+export function activeFlows(world: Kernel): Set<ActiveFlow> {
+  return world.ext("mlx5.flows", () => new Set<ActiveFlow>());
+}
+
+/**
+ * Rate of `flow` among every transfer in flight in `world` (max-min fair
+ * shares by progressive filling, pci-p2p's `maxMinFair`), GB/s.
+ */
+export function sharedGBps(world: Kernel, flow: ActiveFlow): number {
+  const flows = [...activeFlows(world)];
+  if (!flows.includes(flow)) flows.push(flow);
+  const caps = new Map<string, number>();
+  for (const f of flows) for (const h of f.hops) caps.set(h.id, h.capacity);
+  const rates = maxMinFair(
+    flows.map((f) => ({ hops: f.hops, demand: Infinity })),
+    (id) => caps.get(id)!,
+  );
+  return rates[flows.indexOf(flow)]!;
+}
+
 /** Transfer rates of the NIC's paths, from the pci-p2p bandwidth model. */
 export class DmaCost {
   /** The bandwidth model. */
@@ -221,6 +261,31 @@ export class DmaCost {
       }
     }
     return this.memoryGBps(nic, write ? "up" : "down");
+  }
+
+  /**
+   * The resources a transfer between `nic` and the memory at `phys`
+   * crosses (data toward memory when `write`): the routed P2P path for a
+   * peer's BAR, else the NIC's links up to the root port.
+   */
+  pathHops(nic: PciDev, phys: number, write: boolean): FlowHop[] {
+    for (const peer of this.bw.fabric.devices) {
+      if (peer === nic) continue;
+      for (const bar of peer.bars) {
+        if (!bar || bar.start === null || !bar.mem) continue;
+        const s = Number(bar.start);
+        if (phys >= s && phys < s + Number(bar.size)) {
+          const r = write ? this.bw.route(nic, peer) : this.bw.route(peer, nic);
+          return r.hops.map((h) => ({ id: h.res.id, capacity: h.res.capacity, weight: h.weight }));
+        }
+      }
+    }
+    const out: FlowHop[] = [];
+    for (let d: PciDev | null = nic; d; d = pciUpstreamBridge(d)) {
+      const r = this.bw.linkResource(d, write ? "up" : "down");
+      if (r) out.push({ id: r.id, capacity: r.capacity, weight: 1 });
+    }
+    return out;
   }
 
   /** Overlapped translation stall of `translationNs` worth of misses. */

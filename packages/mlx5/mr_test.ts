@@ -224,3 +224,35 @@ Deno.test("p2p-aware rule re-decides ATS at each fault; mainline keeps it on sys
   }
   void gpuBoExport;
 });
+
+Deno.test("concurrent streams share the links max-min fairly", async () => {
+  const run = async (streams: number) => {
+    const world = new Kernel({ lockdep: false });
+    const rig = buildRig(world);
+    return await world.runTask("app", async () => {
+      const pd = rig.nic.allocPd();
+      const qps = [];
+      for (let k = 0; k < streams; k++) {
+        const dst = await registerUserMr(rig, rig.nic, 4 << 20, undefined, pd);
+        const src = await registerUserMr(rig, rig.nic, 4 << 20, (i) => i & 0xff, pd);
+        qps.push({ ...connect(rig.nic, pd, rig.nic, pd), dst, src });
+      }
+      const t0 = world.sched.now;
+      for (const q of qps) {
+        q.qa.postSend({
+          wrId: 1,
+          opcode: "RDMA_WRITE",
+          sge: { mr: q.src, addr: q.src.iova, length: 4 << 20 },
+          remoteAddr: q.dst.iova,
+          rkey: q.dst.rkey,
+        });
+      }
+      for (const q of qps) await q.qa.cq.waitTotal(1);
+      return world.sched.now - t0;
+    });
+  };
+  const one = await run(1);
+  const two = await run(2);
+  const ratio = two / one;
+  ok(ratio > 1.8 && ratio < 2.2, `two streams over the same links take ~2x: ${ratio.toFixed(2)}`);
+});

@@ -16,9 +16,10 @@
  * dynamic dma-buf MR takes an ODP page fault (re-map under the reservation
  * lock, waiting for KERNEL fences) and retries. The DMA itself goes through
  * the P2P bus path or the IOMMU (with or without ATS) and moves real bytes
- * (dma.ts); virtual time advances by the modelled transfer time of the
- * slowest hop (read path, wire between two NICs, write path) plus the
- * overlapped translation latency.
+ * (dma.ts); virtual time advances by the chunk's bytes over its max-min
+ * fair share of every resource it crosses (read path, wire between two
+ * NICs, write path), computed among all transfers in flight when the chunk
+ * starts, plus the overlapped translation latency.
  *
  * Completion statuses as `enum ib_wc_status`: SUCCESS; LOC_PROT_ERR (bad
  * lkey, PD mismatch, out of bounds, missing LOCAL_WRITE, or a revoked local
@@ -34,7 +35,7 @@
 import { Completion, type Kernel, KernelError, WaitQueueHead } from "@dmalab/kernel";
 import { IbUmemDmabuf } from "./umem.ts";
 import { IB_ACCESS_LOCAL_WRITE, IB_ACCESS_REMOTE_READ, IB_ACCESS_REMOTE_WRITE } from "./ats.ts";
-import { deviceMemoryOwners, nicDma } from "./dma.ts";
+import { activeFlows, deviceMemoryOwners, type FlowHop, nicDma, sharedGBps } from "./dma.ts";
 import type { IbPd, Mlx5Device } from "./device.ts";
 import { type Mlx5Mr, mlx5PagefaultDmabufMr } from "./mr.ts";
 
@@ -308,11 +309,21 @@ async function execute(qp: IbQp, wr: IbRdmaWr): Promise<void> {
     checkOwners(dstDev, dstMr, w.phys);
     srcMr.atsTranslations += r.atsTranslations;
     dstMr.atsTranslations += w.atsTranslations;
-    let gbps = Math.min(
-      srcDev.cost.pathGBps(srcDev.pdev, r.phys[0]!, false),
-      dstDev.cost.pathGBps(dstDev.pdev, w.phys[0]!, true),
-    );
-    if (srcDev !== dstDev) gbps = Math.min(gbps, dev.cost.params.wireGBps.value);
+    // the hops of this chunk: read side, wire (two NICs), write side; the
+    // rate is the max-min fair share among every transfer in flight
+    const hops: FlowHop[] = [
+      ...srcDev.cost.pathHops(srcDev.pdev, r.phys[0]!, false),
+      ...dstDev.cost.pathHops(dstDev.pdev, w.phys[0]!, true),
+    ];
+    if (srcDev !== dstDev) {
+      hops.push({
+        id: `wire:${srcDev.name}->${dstDev.name}`,
+        capacity: dev.cost.params.wireGBps.value,
+        weight: 1,
+      });
+    }
+    const flow = { hops };
+    const gbps = sharedGBps(world, flow);
     const trans = r.translationNs + w.translationNs;
     const ns = n / gbps + dev.cost.stallNs(trans);
     for (const [d, x] of [[srcDev, r], [dstDev, w]] as const) {
@@ -322,7 +333,13 @@ async function execute(qp: IbQp, wr: IbRdmaWr): Promise<void> {
     }
     dev.stats.bytes += n;
     dev.stats.busyNs += ns;
-    await world.sched.sleepNs(Math.max(1, Math.ceil(ns)), "rdma");
+    const flows = activeFlows(world);
+    flows.add(flow);
+    try {
+      await world.sched.sleepNs(Math.max(1, Math.ceil(ns)), "rdma");
+    } finally {
+      flows.delete(flow);
+    }
     done += n;
   }
   dev.stats.wrs++;
