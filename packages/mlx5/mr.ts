@@ -5,8 +5,10 @@
  * 4 KiB page) the NIC uses for every access.
  *
  * - `mlx5_ib_reg_user_mr`: user memory (`ib_umem_get`), MTT filled once.
- * - `mlx5_ib_reg_user_mr_dmabuf`, dynamic (needs ODP, -EOPNOTSUPP
- *   otherwise): `ib_umem_dmabuf_get` with `mlx5_ib_dmabuf_attach_ops`
+ * - `mlx5_ib_reg_user_mr_dmabuf`, dynamic (needs ODP: the ODP page-fault
+ *   EQ and mkey store; the model refuses with -EOPNOTSUPP, where a 2026
+ *   patch makes a device without ODP fall back to the pinned import):
+ *   `ib_umem_dmabuf_get` with `mlx5_ib_dmabuf_attach_ops`
  *   (allow_peer2peer, invalidate = `mlx5_ib_dmabuf_invalidate_cb`); the
  *   initial mapping is made under the reservation lock
  *   (`mlx5_ib_init_dmabuf_mr`). The invalidate callback (lock held) zaps

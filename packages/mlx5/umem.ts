@@ -201,11 +201,12 @@ async function getCommon(
   ops: DmaBufAttachOps,
   kind: UmemDmabufKind,
 ): Promise<IbUmemDmabuf> {
+  // the kernel's order: overflow (check_add_overflow), ops, dma_buf_get, size
+  if (!Number.isSafeInteger(offset + size) || offset < 0 || size < 0) {
+    throw new KernelError("EINVAL", "ib_umem_dmabuf_get: offset + size overflows");
+  }
   if (!ops.invalidateMappings && !ops.moveNotify) {
     throw new KernelError("EINVAL", "ib_umem_dmabuf_get: importer ops without invalidate callback");
-  }
-  if (offset + size < offset) {
-    throw new KernelError("EINVAL", "ib_umem_dmabuf_get: offset + size overflows");
   }
   const dmabuf = dmaBufGet(dev.world, fd);
   try {
