@@ -19,6 +19,7 @@ import { mmapApp } from "@dmalab/app-mmap";
 import { vmapApp } from "@dmalab/app-vmap";
 import { virtioApp } from "@dmalab/app-virtio";
 import { noRecheckScenario, PFN_CONFIGS, pfnApp, resetRaceScenario } from "@dmalab/app-pfn";
+import { dmaBufScenarios } from "@dmalab/dma-buf";
 import { registerScenario, scenarios } from "@dmalab/explorer";
 import { barShareScenarios } from "@dmalab/kvm";
 
@@ -45,6 +46,7 @@ export function registerDriverScenarios(): void {
     ...Object.keys(PFN_CONFIGS).map((c) => resetRaceScenario(c)),
     noRecheckScenario(),
     ...attachScenarios(),
+    ...dmaBufScenarios(),
   ];
   for (const s of mine) {
     if (!have.has(s.name)) registerScenario(s);

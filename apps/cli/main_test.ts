@@ -78,4 +78,12 @@ Deno.test("dmalab topo and explore are wired to their packages", async (t) => {
     strictEqual(await main(["explore", "counter-race", "--json"], io), 1);
     ok(JSON.parse(io.stdout));
   });
+  await t.step("explore finds the fence signalling cycle and clears its ordered twin", async () => {
+    const bad = captureIo();
+    strictEqual(await main(["explore", "fence-signalling-lockdep"], bad), 1);
+    ok(bad.stdout.includes("possible circular locking dependency detected"));
+    ok(bad.stdout.includes("dma_fence_map"));
+    const good = captureIo();
+    strictEqual(await main(["explore", "fence-signalling-ordered"], good), 0);
+  });
 });
