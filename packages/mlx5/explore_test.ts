@@ -11,6 +11,11 @@ Deno.test("explorer: mlx5 dynamic MR invalidation racing RDMA traffic and GPU ev
     strictEqual(r.failures, 0, JSON.stringify(r.failure ?? null).slice(0, 400));
     ok(r.schedules >= 12);
   });
+  await t.step("the RDMA READ variant is clean too", async () => {
+    const sc = mlx5EvictionRaceScenario({ wrs: 3, wrBytes: 8 << 10, opcode: "RDMA_READ" });
+    const r = await explore(sc, { pct: { depth: 3, runs: 12 }, seed: 7 });
+    strictEqual(r.failures, 0, JSON.stringify(r.failure ?? null).slice(0, 400));
+  });
   await t.step("negative control: a broken importer is found", async () => {
     const sc = mlx5EvictionRaceScenario({ wrs: 3, wrBytes: 8 << 10, brokenImporter: true });
     const r = await explore(sc, { pct: { depth: 3, runs: 12 }, seed: 7 });

@@ -241,6 +241,8 @@ export interface EvictionRaceState {
   expected: number;
   /** Whether the eviction ran. */
   evicted: boolean;
+  /** The work requests are posted (the GPU task starts its allocation after this). */
+  streaming: boolean;
 }
 
 /** Options for {@linkcode mlx5EvictionRaceScenario}. */
@@ -251,6 +253,12 @@ export interface EvictionRaceOptions {
   wrBytes?: number;
   /** An importer that ignores invalidate (negative control: expect "bug"). */
   brokenImporter?: boolean;
+  /**
+   * RDMA_WRITE (default): the stream writes a pattern into the VRAM MR.
+   * RDMA_READ: the GPU fills the object first and the stream reads it into
+   * a user MR, so reads after the move must wait for the copy (KERNEL fence).
+   */
+  opcode?: "RDMA_WRITE" | "RDMA_READ";
 }
 
 /**
@@ -266,16 +274,19 @@ export function mlx5EvictionRaceScenario(
   options: EvictionRaceOptions = {},
 ): Mlx5Scenario<EvictionRaceState> {
   const wrs = options.wrs ?? 4;
+  const read = options.opcode === "RDMA_READ";
   const wrBytes = options.wrBytes ?? 16 << 10;
   const total = wrs * wrBytes;
-  const pattern = (i: number) => (i * 7 + 3) & 0xff;
+  const pattern = read ? () => 0x3c : (i: number) => (i * 7 + 3) & 0xff;
   const expectedBytes = new Uint8Array(total);
   for (let i = 0; i < total; i++) expectedBytes[i] = pattern(i);
   return {
-    name: options.brokenImporter ? "mlx5-eviction-race-broken" : "mlx5-eviction-race",
+    name: `mlx5-eviction-race${read ? "-read" : ""}${options.brokenImporter ? "-broken" : ""}`,
     description: options.brokenImporter
       ? "negative control: an importer that keeps its MTT across invalidate while the GPU evicts"
-      : "mlx5 dynamic MR invalidation racing RDMA traffic and GPU eviction",
+      : `mlx5 dynamic MR invalidation racing RDMA ${
+        read ? "READ" : "WRITE"
+      } traffic and GPU eviction`,
     expect: options.brokenImporter ? "bug" : "clean",
     worldOptions: { strict: true, lockdep: false },
     build(world) {
@@ -286,34 +297,52 @@ export function mlx5EvictionRaceScenario(
         checksum: null,
         expected: gpuChecksumOf(expectedBytes),
         evicted: false,
+        streaming: false,
       };
       const rig = buildRig(world, { vramSize: 2 * total });
       s.rig = rig;
       const bo = rig.gpu.boCreate(total);
       const hog = rig.gpu.boCreate(2 * total - 4096);
       world.spawn("rdma", async () => {
+        if (read) {
+          // the GPU writes the data; userspace waits for that job before RDMA
+          const fill = await rig.gpu.fill(bo, 0x3c);
+          await fill.fence.wait(false);
+        }
         s.target = await registerVramMr(rig, rig.nic, bo);
         if (options.brokenImporter) {
           s.target.mr.zap = () => {}; // keeps stale translations
         }
-        const src = await registerUserMr(rig, rig.nic, total, pattern, s.target.mr.pd);
-        const { qa } = connect(rig.nic, src.pd, rig.nic, s.target.mr.pd, 4096);
+        const local = await registerUserMr(
+          rig,
+          rig.nic,
+          total,
+          read ? undefined : pattern,
+          s.target.mr.pd,
+        );
+        const { qa } = connect(rig.nic, local.pd, rig.nic, s.target.mr.pd, 4096);
         for (let k = 0; k < wrs; k++) {
           qa.postSend({
             wrId: k,
-            opcode: "RDMA_WRITE",
-            sge: { mr: src, addr: src.iova + k * wrBytes, length: wrBytes },
+            opcode: read ? "RDMA_READ" : "RDMA_WRITE",
+            sge: { mr: local, addr: local.iova + k * wrBytes, length: wrBytes },
             remoteAddr: s.target.mr.iova + k * wrBytes,
             rkey: s.target.mr.rkey,
           });
         }
+        s.streaming = true;
         await qa.cq.waitTotal(wrs);
         s.statuses = qa.cq.poll().map((w) => w.status);
-        const job = await rig.gpu.checksum(bo);
-        await job.fence.wait(false);
-        s.checksum = job.result;
+        if (read) {
+          s.checksum = gpuChecksumOf(await rig.mm.read(local.iova, total));
+        } else {
+          const job = await rig.gpu.checksum(bo);
+          await job.fence.wait(false);
+          s.checksum = job.result;
+        }
       });
       world.spawn("gpu", async () => {
+        while (!s.streaming) await world.sched.sleepNs(200, "gpu idle");
         await world.sched.sleepNs(500, "gpu");
         await rig.gpu.fill(hog, 0xee); // needs the target's VRAM: evicts it
         s.evicted = rig.gpu.stats.evictions > 0;

@@ -119,6 +119,21 @@ Deno.test("scenario: eviction in the middle of an RDMA stream", async (t) => {
     strictEqual(s.target!.bo.placement, "GTT");
     strictEqual(s.rig!.nic.staleDma.length, 0);
   });
+  await t.step(
+    "RDMA READ stream: reads after the move wait for the copy (KERNEL fence)",
+    async () => {
+      const sc = mlx5EvictionRaceScenario({ wrs: 16, wrBytes: 64 << 10, opcode: "RDMA_READ" });
+      const world = new Kernel(sc.worldOptions);
+      const s = sc.build(world);
+      await world.run();
+      deepStrictEqual(sc.check!(world, s), [], "every byte read is the GPU's");
+      deepStrictEqual(world.check(), []);
+      const umem = s.target!.mr.umem as IbUmemDmabuf;
+      ok(s.target!.mr.faults >= 1);
+      ok(umem.fenceWaitNs > 0, "the re-fault slept until the eviction copy signalled");
+      strictEqual(s.target!.bo.placement, "GTT");
+    },
+  );
   await t.step("random schedules keep every invariant", async () => {
     let faulted = 0;
     for (const seed of [2, 3, 4, 5, 6, 7]) {
