@@ -262,3 +262,23 @@ Deno.test("back-to-back moves wait for ghost VRAM instead of failing -ENOMEM", a
   strictEqual(gpu.vram.usedPages, 1024, "every ghost was freed");
   deepStrictEqual(world.check(), []);
 });
+
+Deno.test("a static importer: the core pins on map, amdgpu pins into GTT and waits", async () => {
+  const { dmaBufAttach } = await import("@dmalab/dma-buf");
+  const { world, m, gpu } = setup();
+  const bo = gpu.boCreate(1 << 20);
+  const buf = gpuBoExport(gpu, bo);
+  const seen = await world.runTask("static", async () => {
+    await gpu.fill(bo, 0x44);
+    const at = await dmaBufAttach(buf, m.nic); // no importer ops: not dynamic, no peer2peer
+    const sgt = await at.mapUnlocked("DMA_TO_DEVICE"); // pin + map + wait for KERNEL fences
+    const during = { placement: bo.placement, pins: bo.pinCount };
+    await at.unmapUnlocked(sgt, "DMA_TO_DEVICE");
+    await at.detach();
+    return during;
+  });
+  deepStrictEqual(seen, { placement: "GTT", pins: 1 });
+  strictEqual(bo.pinCount, 0, "unmap dropped the implicit pin");
+  strictEqual(world.mem.readU8(BigInt(bo.ranges[0]!.phys)), 0x44, "the move copied the bytes");
+  deepStrictEqual(world.check(), []);
+});
