@@ -194,7 +194,7 @@ export async function mlx5IbRegUserMr(
 export function mlx5IbDmabufInvalidateCb(attach: DmaBufAttachment): void {
   const umem = attach.importerPriv as IbUmemDmabuf;
   dmaBufAssertResvHeld(umem.dmabuf, "mlx5_ib_dmabuf_invalidate_cb");
-  const mr = (umem as IbUmemDmabuf & { mr?: Mlx5Mr }).mr;
+  const mr = umem.private as Mlx5Mr | null;
   if (!umem.sgt || !mr) return;
   mr.zap(); // the NIC stops using the old addresses before they are given back
   ibUmemDmabufUnmapPages(umem);
@@ -232,7 +232,7 @@ export async function mlx5IbRegUserMrDmabuf(
     }
     const umem = await ibUmemDmabufGet(dev, offset, length, fd, mlx5IbDmabufAttachOps);
     const mr = new Mlx5Mr(dev, pd, iova, length, access, umem);
-    (umem as IbUmemDmabuf & { mr?: Mlx5Mr }).mr = mr;
+    umem.private = mr; // umem_dmabuf->private = mr
     await umem.dmabuf.resv.lock(null);
     try {
       await ibUmemDmabufMapPages(umem); // mlx5_ib_init_dmabuf_mr

@@ -157,6 +157,8 @@ export class IbUmemDmabuf {
   revoked = false;
   /** The driver's revoke callback (pinned-revocable). */
   revokeCb: (() => void) | null = null;
+  /** `umem_dmabuf->private`: the driver object using the umem (the MR). */
+  private: unknown = null;
   /** Maps made (faults and the initial one). */
   maps = 0;
   /** Ns spent waiting for KERNEL fences in map_pages. */
