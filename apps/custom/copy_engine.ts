@@ -22,7 +22,6 @@ import { deviceDmaRead } from "@dmalab/dma-api";
 import {
   type DmaBuf,
   type DmaBufAttachment,
-  DmaBufDmaSgt,
   dmaBufDynamicAttach,
   type SgTable,
 } from "@dmalab/dma-buf";
