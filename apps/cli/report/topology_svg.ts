@@ -115,6 +115,10 @@ function walk(n: Node, out: Node[] = []): Node[] {
 }
 
 /** Ancestor chain of a node id, from the node up to the CPU. */
+function kindOf(parents: Map<string, Node>, id: string): Node["kind"] | undefined {
+  return parents.get(id)?.children.find((c) => c.id === id)?.kind;
+}
+
 function chain(parents: Map<string, Node>, id: string): string[] {
   const out = [id];
   let p = parents.get(id);
@@ -125,15 +129,27 @@ function chain(parents: Map<string, Node>, id: string): string[] {
   return out;
 }
 
-/** The edges (child id) a transfer crosses, and whether it went through the CPU. */
+/**
+ * The edges (child id) a transfer crosses, and whether it went through the
+ * CPU. A THRU_HOST_BRIDGE transfer turns at the host bridge even when the
+ * two ends share a switch: that map type means ACS redirect (or a missing
+ * common bridge) sends the TLPs up to the root complex.
+ */
 function transferPath(
   parents: Map<string, Node>,
   src: string,
   dst: string | null,
+  throughHost: boolean,
 ): { edges: string[]; viaCpu: boolean } {
   const a = chain(parents, src);
   const b = dst === null ? ["cpu"] : chain(parents, dst);
-  const common = a.find((x) => b.includes(x)) ?? "cpu";
+  const turnsHere = (id: string): boolean => {
+    if (!b.includes(id)) return false;
+    if (!throughHost) return true;
+    const kind = id === "cpu" ? "cpu" : parents.get(id) === undefined ? "cpu" : kindOf(parents, id);
+    return kind === "host" || kind === "cpu";
+  };
+  const common = a.find(turnsHere) ?? "cpu";
   const up = a.slice(0, a.indexOf(common));
   const down = b.slice(0, b.indexOf(common));
   return { edges: [...up, ...down], viaCpu: common === "cpu" };
@@ -176,7 +192,12 @@ export function topologySvg(fabric: PciFabric, transfers: readonly ReportTransfe
     if (parents.has(n.id)) parts.push(`<path class="link" d="${edge(n.id)}"/>`);
   }
   transfers.forEach((t, i) => {
-    const { edges, viaCpu } = transferPath(parents, t.src.name, t.dst?.name ?? null);
+    const { edges, viaCpu } = transferPath(
+      parents,
+      t.src.name,
+      t.dst?.name ?? null,
+      t.mapType === "THRU_HOST_BRIDGE",
+    );
     parts.push(
       `<g class="transfer ${pathClass(t)}" data-transfer="${i}"><title>${
         escapeXml(
