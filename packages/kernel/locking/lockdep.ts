@@ -33,6 +33,11 @@
  * (the selftests' `reset_locks`). `new Kernel({ lockdep: false })` skips all
  * of it, including held-lock tracking, for benchmarks.
  *
+ * While the world traces, every recorded acquisition and release emits the
+ * `lock_acquire` / `lock_release` tracepoints (include/trace/events/lock.h),
+ * so ftrace and Perfetto exports show locks taken and dropped between two
+ * scheduling points too.
+ *
  * Pseudo-locks (`struct lockdep_map` without a lock) are
  * {@linkcode LockdepMap}s from {@linkcode Lockdep.map}; dma-buf uses one for
  * `dma_fence_begin_signalling`.
@@ -620,6 +625,11 @@ export class Lockdep {
     else if (!trylock && !this.#validateChain(curr, hlock)) return;
     held.push(hlock);
     if (held.length === 1) this.#holders.add(curr);
+    const trace = this.#world.trace;
+    if (trace.enabled) {
+      // include/trace/events/lock.h: lock_acquire prints "try " / "read " and the name.
+      trace.event("lock_acquire", { lock: map.name, try: trylock ? 1 : 0, read });
+    }
   }
 
   #markUsage(curr: Task, cls: LockClass, read: LockReadMode): void {
@@ -727,6 +737,8 @@ export class Lockdep {
       if (h.references) return;
     }
     held.splice(i, 1);
+    const trace = this.#world.trace;
+    if (trace.enabled) trace.event("lock_release", { lock: map.name });
     // Entries above keep their chain keys recomputed (reacquire_held_locks).
     for (let j = i; j < held.length; j++) {
       const below = j ? held[j - 1]!.chainKey : "";

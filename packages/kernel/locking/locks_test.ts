@@ -859,3 +859,33 @@ Deno.test("property: the same seed gives the same lock acquisition order", async
     { numRuns: 40 },
   );
 });
+
+Deno.test("lockdep: lock_acquire / lock_release tracepoints while tracing", async (t) => {
+  await t.step("a spinlock taken and dropped between two points shows in ftrace", async () => {
+    const w = new Kernel();
+    const m = new Mutex(w, "outer");
+    const s = new SpinLock(w, "inner");
+    w.trace.enable();
+    await w.runTask("t", async () => {
+      await m.lock();
+      s.lock();
+      s.unlock();
+      m.unlock();
+    });
+    const ev = w.trace.events.filter((e) => e.name.startsWith("lock_"));
+    deepStrictEqual(
+      ev.map((e) => `${e.name}:${e.fields.lock}`),
+      ["lock_acquire:outer", "lock_acquire:inner", "lock_release:inner", "lock_release:outer"],
+    );
+    ok(w.trace.ftrace().includes("lock_acquire: lock=inner try=0 read=0"));
+  });
+  await t.step("nothing is recorded while tracing is off", async () => {
+    const w = new Kernel();
+    const m = new Mutex(w, "quiet");
+    await w.runTask("t", async () => {
+      await m.lock();
+      m.unlock();
+    });
+    strictEqual(w.trace.events.length, 0);
+  });
+});
