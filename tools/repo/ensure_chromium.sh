@@ -3,7 +3,7 @@
 # download: this machine reaches only the npm and Debian registries).
 # Installs it when missing and we may (root with apt-get); else says how.
 set -euo pipefail
-if [ -x /usr/bin/chromium ]; then exit 0; fi
+if [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then exit 0; fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "installing Debian chromium for the report test"
   apt-get update -qq >/dev/null
