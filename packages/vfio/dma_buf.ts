@@ -4,8 +4,8 @@
  * A user exports ranges of one BAR as a dma-buf fd. Validation follows
  * `vfio_pci_core_feature_dma_buf` (v6.19) in order:
  *
- * 1. not a GET of the feature: PROBE answers 0, SET is -EINVAL
- *    (`vfio_check_feature`);
+ * 1. `vfio_check_feature`: SET is -EINVAL, then PROBE answers 0 (even
+ *    without GET), then neither GET nor SET is -EINVAL;
  * 2. `nr_ranges == 0` or `flags != 0`: -EINVAL;
  * 3. `region_index >= VFIO_PCI_ROM_REGION_INDEX`: -ENODEV;
  * 4. each range: offset and length page aligned, length non-zero, else
@@ -19,9 +19,9 @@
  *
  * The buffer starts revoked when memory is disabled. Exporter rules:
  *
- * - `attach`: -EOPNOTSUPP without `peer2peer`; in v7.1 also -EOPNOTSUPP
- *   for importers that cannot be revoked (`dma_buf_attach_revocable`);
- *   -ENODEV while revoked;
+ * - `attach`: -EOPNOTSUPP without `peer2peer`; -ENODEV while revoked; in
+ *   v7.1 then -EOPNOTSUPP for importers that cannot be revoked
+ *   (`dma_buf_attach_revocable`);
  * - `pin`: v6.19 refuses (-EOPNOTSUPP: a NULL `.pin` would have meant
  *   "pinning allowed"); v7.1 has no `.pin`, so revocable pinned importers
  *   (iommufd) are fine;
@@ -39,8 +39,9 @@
  *   (invalidate, wait for fences, wait for every unmap) and unrevokes
  *   silently; device close revokes for good (`vfio_pci_dma_buf_cleanup`).
  * - `vfio_pci_dma_buf_iommufd_map`: the private interconnect for iommufd
- *   (resv held): -EOPNOTSUPP for a foreign or multi-range buffer, -ENODEV
- *   while revoked, else the single physical range.
+ *   (resv held): -EOPNOTSUPP for a foreign buffer, then -ENODEV while
+ *   revoked, then -EOPNOTSUPP for a multi-range one, else the single
+ *   physical range.
  *
  * Locking: export takes `memory_lock` for write to link the buffer;
  * `move` runs under `memory_lock` (write) and takes the reservation lock.
@@ -239,13 +240,14 @@ function makeOps(priv: VfioPciDmaBuf, v71: boolean): DmaBufOps {
           `vfio_pci_dma_buf_attach: ${attach} does not allow peer2peer`,
         );
       }
+      // A revoked buffer answers -ENODEV before the revocability test.
+      priv.checkNotRevoked("vfio_pci_dma_buf_attach");
       if (v71 && !dmaBufAttachRevocable(attach)) {
         throw new KernelError(
           "EOPNOTSUPP",
           `vfio_pci_dma_buf_attach: ${attach} cannot be revoked (dma_buf_attach_revocable)`,
         );
       }
-      priv.checkNotRevoked("vfio_pci_dma_buf_attach");
     },
     release() {
       priv.vdev?.dmabufs.delete(priv);
@@ -374,13 +376,15 @@ export async function vfioPciCoreFeatureDmaBuf(
       "VFIO_DEVICE_FEATURE_DMA_BUF: SET is not supported (vfio_check_feature)",
     );
   }
+  // PROBE is answered before the "GET or SET required" rule, so a bare
+  // PROBE reports the feature as supported (vfio_check_feature).
+  if (flags & VFIO_DEVICE_FEATURE_PROBE) return null;
   if (!(flags & VFIO_DEVICE_FEATURE_GET)) {
     throw new KernelError(
       "EINVAL",
       "VFIO_DEVICE_FEATURE_DMA_BUF: only GET is supported (vfio_check_feature)",
     );
   }
-  if (flags & VFIO_DEVICE_FEATURE_PROBE) return null;
   const einval = (why: string): never => {
     throw new KernelError(
       "EINVAL",
@@ -459,7 +463,8 @@ export async function vfioPciCoreFeatureDmaBuf(
 /**
  * `vfio_pci_dma_buf_iommufd_map(attach, &phys)`: the private interconnect
  * iommufd uses (resv held). -EOPNOTSUPP for a non-vfio or multi-range
- * buffer, -ENODEV while revoked.
+ * buffer, then -ENODEV while revoked, then -EOPNOTSUPP for a multi-range
+ * buffer.
  */
 export function vfioPciDmaBufIommufdMap(attach: DmaBufAttachment): PhysVec {
   const buf = attach.dmabuf;
@@ -471,12 +476,13 @@ export function vfioPciDmaBufIommufdMap(attach: DmaBufAttachment): PhysVec {
       `vfio_pci_dma_buf_iommufd_map: ${buf} is not a VFIO dma-buf`,
     );
   }
+  // The revoked test comes before the single-range rule.
+  priv.checkNotRevoked("vfio_pci_dma_buf_iommufd_map");
   if (priv.nrRanges !== 1) {
     throw new KernelError(
       "EOPNOTSUPP",
       `vfio_pci_dma_buf_iommufd_map: ${priv.nrRanges} ranges (only 1 supported)`,
     );
   }
-  priv.checkNotRevoked("vfio_pci_dma_buf_iommufd_map");
   return priv.physVec[0]!;
 }

@@ -231,3 +231,66 @@ Deno.test("D3hot and hot reset revoke; a bus reset of a device set unrevokes eac
     await a.detach();
   });
 });
+
+Deno.test("vfio_check_feature: a bare PROBE (no GET) reports DMA_BUF as supported", async () => {
+  const { world, vdev } = setup({});
+  await world.runTask("qemu", async () => {
+    await vdev.open();
+    strictEqual(
+      await vfioPciCoreFeatureDmaBuf(
+        vdev,
+        VFIO_DEVICE_FEATURE_PROBE | VFIO_DEVICE_FEATURE_DMA_BUF,
+        req(),
+      ),
+      null,
+    );
+    // Neither GET nor SET without PROBE stays -EINVAL.
+    await rejects(
+      vfioPciCoreFeatureDmaBuf(vdev, VFIO_DEVICE_FEATURE_DMA_BUF, req()),
+      errno("EINVAL"),
+    );
+  });
+});
+
+Deno.test("vfio_pci_dma_buf_iommufd_map: a revoked multi-range buffer is -ENODEV before the range rule", async () => {
+  const { world, m, vdev } = setup({});
+  await world.runTask("qemu", async () => {
+    await vdev.open();
+    const two = (await vfioPciCoreFeatureDmaBuf(
+      vdev,
+      GET,
+      req({ dmaRanges: [{ offset: 0, length: 4096 }, { offset: 8192, length: 4096 }] }),
+    ))!;
+    const a = await dmaBufDynamicAttach(two.dmabuf, m.nic, {
+      allowPeer2peer: true,
+      moveNotify: () => {},
+    }, null);
+    await vdev.configWrite(PCI_COMMAND, 2, 0);
+    await two.dmabuf.resv.lock(null);
+    throws(() => vfioPciDmaBufIommufdMap(a), errno("ENODEV"));
+    two.dmabuf.resv.unlock();
+    await vdev.configWrite(PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+    await two.dmabuf.resv.lock(null);
+    throws(() => vfioPciDmaBufIommufdMap(a), errno("EOPNOTSUPP"));
+    two.dmabuf.resv.unlock();
+    await a.detach();
+  });
+});
+
+Deno.test("v7.1 vfio_pci_dma_buf_attach: revoked is -ENODEV before the revocable test", async () => {
+  const { world, m, vdev } = setup({ "dma-buf.version": "7.1" });
+  await world.runTask("qemu", async () => {
+    await vdev.open();
+    const e = (await vfioPciCoreFeatureDmaBuf(vdev, GET, req()))!;
+    await vdev.configWrite(PCI_COMMAND, 2, 0);
+    await rejects(
+      dmaBufDynamicAttach(e.dmabuf, m.nic, { allowPeer2peer: true }, null),
+      errno("ENODEV"),
+    );
+    await vdev.configWrite(PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+    await rejects(
+      dmaBufDynamicAttach(e.dmabuf, m.nic, { allowPeer2peer: true }, null),
+      errno("EOPNOTSUPP"),
+    );
+  });
+});
