@@ -311,6 +311,31 @@ export class IommufdCtx {
     }
   }
 
+  /**
+   * The checks `IOMMU_IOAS_MAP_FILE` makes before it looks at the fd
+   * (`iommufd_ioas_map_file`, then the head of `iopt_map_file_pages`):
+   * flags (-EOPNOTSUPP), iova/length >= ULONG_MAX (-EOVERFLOW), neither
+   * READABLE nor WRITEABLE (-EINVAL), the IOAS id (-ENOENT), a zero length
+   * (-EINVAL) and `start + length - 1` wrapping (-EOVERFLOW).
+   */
+  checkMapFile(
+    ioasId: number,
+    flags: number,
+    start: number,
+    length: number,
+    iova?: number,
+  ): void {
+    IommufdCtx.#checkMapFlags(flags, length, iova);
+    this.ioas(ioasId);
+    if (length === 0) throw new KernelError("EINVAL", "IOMMU_IOAS_MAP_FILE: length is 0");
+    if (start + length - 1 > IOVA_MAX) {
+      throw new KernelError(
+        "EOVERFLOW",
+        "IOMMU_IOAS_MAP_FILE: start + length overflows (iopt_map_file_pages)",
+      );
+    }
+  }
+
   /** `IOMMU_IOAS_MAP` (`iommufd_ioas_map`): returns the IOVA. */
   async ioasMap(args: IoasMapArgs): Promise<number> {
     IommufdCtx.#checkMapFlags(args.flags, args.length, args.iova);

@@ -10,8 +10,9 @@
  * - under the reservation lock asks the exporter through the private
  *   interconnect `vfio_pci_dma_buf_iommufd_map`: only VFIO exporters
  *   (-EOPNOTSUPP otherwise), exactly one physical range (-EOPNOTSUPP),
- *   not revoked (-ENODEV); in v7.1 it also calls `dma_buf_pin()` (a
- *   revocable pinned importer, which vfio now accepts). Under Jason's
+ *   not revoked (-ENODEV); in v7.1 it first calls `dma_buf_pin()` (a
+ *   revocable pinned importer, which vfio now accepts) and unpins if the
+ *   exporter then refuses. Under Jason's
  *   mapping-types RFC (`dma-buf.pfn=pal`) the private call is replaced by
  *   a PAL attachment without a device and `dma_buf_pal_map_phys`, which
  *   allows several ranges; the list is given back on revoke;
@@ -191,6 +192,13 @@ export class IoptDmabufSource implements IoptPagesSource {
       });
     await this.dmabuf.resv.lock(null);
     try {
+      // v7.1 pins first and only then asks the exporter for the range
+      // (iopt_map_dmabuf: dma_buf_pin, then the private interconnect,
+      // unpinning on its failure).
+      if (dmaBufVersion(world) === "7.1") {
+        await this.attach.pin();
+        this.#pinned = true;
+      }
       if (pal) {
         this.palList = dmaBufPalMapPhys(this.attach);
         this.ranges = this.palList.phys;
@@ -199,14 +207,14 @@ export class IoptDmabufSource implements IoptPagesSource {
         this.phys = vfioPciDmaBufIommufdMap(this.attach);
         this.ranges = [this.phys];
       }
-      if (dmaBufVersion(world) === "7.1") {
-        await this.attach.pin();
-        this.#pinned = true;
-      }
     } catch (e) {
       if (this.palList) {
         dmaBufPalUnmapPhys(this.attach, this.palList);
         this.palList = null;
+      }
+      if (this.#pinned) {
+        this.attach.unpin();
+        this.#pinned = false;
       }
       this.dmabuf.resv.unlock();
       await this.attach.detach();
@@ -219,10 +227,12 @@ export class IoptDmabufSource implements IoptPagesSource {
 
 /**
  * `IOMMU_IOAS_MAP_FILE` for a dma-buf fd (in the calling task's table).
- * Returns the IOVA. Errors: -EBADF, -EINVAL for a file that is not a
- * dma-buf (memfd goes through `memfdSource`), -EOPNOTSUPP for a non-VFIO
- * or multi-range buffer, -ENODEV while the exporter is revoked, plus the
- * IOAS map errors.
+ * Returns the IOVA. Errors in the kernel's order: the argument and IOAS
+ * checks ({@linkcode IommufdCtx.checkMapFile}), -EBADF, -EINVAL for a file
+ * that is not a dma-buf (memfd goes through `memfdSource`) or a slice past
+ * its end, then from the attach: -EOPNOTSUPP for a non-VFIO buffer,
+ * -ENODEV while the exporter is revoked, -EOPNOTSUPP for a multi-range
+ * one, then the IOAS map errors.
  */
 export async function iommufdIoasMapDmabuf(
   ctx: IommufdCtx,
@@ -233,9 +243,20 @@ export async function iommufdIoasMapDmabuf(
   length: number,
   iova?: number,
 ): Promise<number> {
+  // The argument and IOAS checks come before the fd is looked at, and the
+  // slice is checked against the buffer before iommufd attaches to it
+  // (iommufd_ioas_map_file, iopt_map_file_pages, iopt_alloc_dmabuf_pages).
+  ctx.checkMapFile(ioasId, flags, start, length, iova);
   const dmabuf = dmaBufGet(ctx.world, fd);
   if (!isDmaBufFile(dmabuf.file)) {
     throw new KernelError("EINVAL", "IOMMU_IOAS_MAP_FILE: not a dma-buf");
+  }
+  if (start + length > dmabuf.size) {
+    dmabuf.put();
+    throw new KernelError(
+      "EINVAL",
+      `IOMMU_IOAS_MAP_FILE: [${start}, +${length}) beyond ${dmabuf} (iopt_alloc_dmabuf_pages)`,
+    );
   }
   const src = new IoptDmabufSource(ctx, ioasId, dmabuf, true);
   try {

@@ -9,6 +9,7 @@ import {
   anonInodeGetfile,
   filesOf,
   Kernel,
+  KernelError,
   memfdCreate,
   memfdFile,
   MFD_HUGETLB,
@@ -17,6 +18,7 @@ import {
 } from "@dmalab/kernel";
 import { defaultMachine } from "@dmalab/pci-p2p";
 import { IommuFaultError, iommuSetup } from "@dmalab/iommu";
+import { dmaBufExport, SgTable } from "@dmalab/dma-buf";
 import {
   PCI_COMMAND,
   PCI_COMMAND_MEMORY,
@@ -433,4 +435,55 @@ Deno.test("mapping-types RFC (dma-buf.pfn=pal): multi-range VFIO dma-buf through
       deepStrictEqual(world.check(), []);
     });
   }
+});
+
+Deno.test("IOMMU_IOAS_MAP_FILE of a dma-buf checks arguments before attaching (iommufd_ioas_map_file, iopt_alloc_dmabuf_pages)", async (t) => {
+  await fixture(t, "argument errors win over the exporter's revoke", async (f) => {
+    const vdev = new VfioPciCoreDevice(f.world, f.gpu);
+    await vdev.open();
+    const e =
+      (await vfioPciCoreFeatureDmaBuf(vdev, VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_DMA_BUF, {
+        regionIndex: 1,
+        openFlags: 2,
+        flags: 0,
+        dmaRanges: [{ offset: 0, length: 4 * PAGE }],
+      }))!;
+    await vdev.configWrite(PCI_COMMAND, 2, 0); // revoked: an attach would fail -ENODEV
+    await rejects(iommufdIoasMapDmabuf(f.ictx, f.ioas, 1 << 5, e.fd, 0, PAGE), errno("EOPNOTSUPP"));
+    await rejects(iommufdIoasMapDmabuf(f.ictx, f.ioas, 0, e.fd, 0, PAGE), errno("EINVAL"));
+    await rejects(iommufdIoasMapDmabuf(f.ictx, 999, RW, e.fd, 0, PAGE), errno("ENOENT"));
+    await rejects(iommufdIoasMapDmabuf(f.ictx, f.ioas, RW, e.fd, 0, 0), errno("EINVAL"));
+    await rejects(iommufdIoasMapDmabuf(f.ictx, f.ioas, RW, e.fd, PAGE, 4 * PAGE), errno("EINVAL"));
+    strictEqual(e.dmabuf.attachments.length, 0, "no attach was made");
+    await rejects(iommufdIoasMapDmabuf(f.ictx, f.ioas, RW, e.fd, 0, PAGE), errno("ENODEV"));
+    strictEqual(e.dmabuf.attachments.length, 0, "the failed attach was undone");
+  });
+});
+
+Deno.test("v7.1 iopt_map_dmabuf pins before asking the exporter for the range", async () => {
+  const world = new Kernel({ variants: { "dma-buf.version": "7.1" } });
+  defaultMachine(world);
+  iommuSetup(world);
+  const ictx = new IommufdCtx(world);
+  await world.runTask("selftest", async () => {
+    const ioas = ictx.ioasAlloc();
+    const buf = dmaBufExport(world, {
+      expName: "no-pin",
+      ops: {
+        mapDmaBuf: () => new SgTable([]),
+        unmapDmaBuf: () => {},
+        release: () => {},
+        pin: () => {
+          throw new KernelError("EBUSY", "no-pin: cannot pin");
+        },
+        unpin: () => {},
+      },
+      size: 4 * PAGE,
+      priv: {},
+    });
+    const fd = buf.fd(O_RDWR);
+    // The pin error comes first; the foreign-exporter -EOPNOTSUPP is never reached.
+    await rejects(iommufdIoasMapDmabuf(ictx, ioas, RW, fd, 0, PAGE), errno("EBUSY"));
+    strictEqual(buf.attachments.length, 0);
+  });
 });
