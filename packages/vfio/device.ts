@@ -623,38 +623,53 @@ export class VfioPciCoreDevice {
 
   /**
    * `VFIO_DEVICE_PCI_HOT_RESET` over a device set (`vfio_pci_dev_set_hot_reset`):
-   * every device's memory_lock is trylocked (-EBUSY when contended), each
-   * is revoked and zapped, the bus is reset once, then each is unrevoked if
-   * its memory is enabled.
+   * every device's memory_lock is trylocked and its dma-bufs revoked and
+   * BARs zapped; contention stops the walk with -EBUSY. Without it every
+   * device is put in D0 and the bus is reset once. Either way the devices
+   * locked so far are walked back in reverse: each that is open with
+   * memory enabled is unrevoked, then unlocked, so a failed call leaves
+   * no buffer revoked behind it.
    */
   static async hotReset(devices: readonly VfioPciCoreDevice[]): Promise<void> {
     const locked: VfioPciCoreDevice[] = [];
+    let err: KernelError | null = null;
     try {
       for (const d of devices) {
         // The kernel trylocks each memory_lock (no nesting annotation
         // across devices) and gives up with -EBUSY.
         if (!d.memoryLock.downWriteTrylock()) {
-          throw new KernelError(
+          err = new KernelError(
             "EBUSY",
             `VFIO_DEVICE_PCI_HOT_RESET: ${d.pdev.name} memory_lock is busy`,
           );
+          break;
         }
         locked.push(d);
         await d.dmaBufMove(true);
         await d.zapBars();
       }
-      for (const d of devices) {
-        d.resetting = true;
-      }
-      await devices[0]?.world.sched.msleep(devices[0].#flrMs);
-      for (const d of devices) {
-        d.resetting = false;
-        d.stats.resets++;
-        if (d.memoryEnabled) await d.dmaBufMove(false);
+      if (!err) {
+        for (const d of devices) d.setPowerState(PCI_D0);
+        for (const d of devices) d.resetting = true;
+        try {
+          await devices[0]?.world.sched.msleep(devices[0].#flrMs);
+        } finally {
+          for (const d of devices) {
+            d.resetting = false;
+            d.stats.resets++;
+          }
+        }
       }
     } finally {
-      for (const d of locked.reverse()) d.memoryLock.upWrite();
+      for (const d of locked.reverse()) {
+        try {
+          if (d.opened && d.memoryEnabled) await d.dmaBufMove(false);
+        } finally {
+          d.memoryLock.upWrite();
+        }
+      }
     }
+    if (err) throw err;
   }
 
   /** `vfio_pci_core_mmap`. */

@@ -294,3 +294,28 @@ Deno.test("v7.1 vfio_pci_dma_buf_attach: revoked is -ENODEV before the revocable
     );
   });
 });
+
+Deno.test("vfio_pci_dev_set_hot_reset: -EBUSY unrevokes the devices already taken; success puts every device in D0", async () => {
+  const world = new Kernel({ variants: { "dma-buf.pfn": "pfn-attachment" } });
+  const m = defaultMachine(world);
+  const gpu = new VfioPciCoreDevice(world, m.gpu);
+  const nic = new VfioPciCoreDevice(world, m.nic);
+  await world.runTask("qemu", async () => {
+    await gpu.open();
+    await nic.open();
+    const e = (await vfioPciCoreFeatureDmaBuf(gpu, GET, req()))!;
+    await nic.memoryLock.downWrite(); // contention on the second device
+    await rejects(VfioPciCoreDevice.hotReset([gpu, nic]), errno("EBUSY"));
+    nic.memoryLock.upWrite();
+    strictEqual(dmaBufRevokeState(e.dmabuf), "ok", "the undo walk unrevoked the gpu");
+    strictEqual(gpu.stats.resets, 0);
+    ok(gpu.memoryLock.downWriteTrylock(), "the gpu's memory_lock was released");
+    gpu.memoryLock.upWrite();
+
+    await gpu.configWrite(0x44, 2, 3); // PMCSR: D3hot
+    strictEqual(dmaBufRevokeState(e.dmabuf), "revoked");
+    await VfioPciCoreDevice.hotReset([gpu, nic]);
+    strictEqual(gpu.powerState, 0, "the reset path set D0");
+    strictEqual(dmaBufRevokeState(e.dmabuf), "ok");
+  });
+});
