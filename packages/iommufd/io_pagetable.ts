@@ -13,8 +13,9 @@
  *   reserved ranges and areas, aligned to the page offset of the source and
  *   to the largest power of two up to the length the source allows
  *   (`iopt_alloc_iova`); no room is -ENOSPC;
- * - unmap removes only whole areas: an area crossing the range edge is
- *   -ENOENT, and so is a range with no area (`iopt_unmap_iova_range`);
+ * - unmap removes only whole areas, lowest IOVA first: an area crossing
+ *   the range edge stops it with -ENOENT (areas removed before it stay
+ *   removed), and a range with no area is -ENOENT (`iopt_unmap_iova_range`);
  * - user memory is pinned (`pin_user_pages(FOLL_LONGTERM | FOLL_WRITE)`)
  *   while at least one domain holds the area, and every pinned page is
  *   charged to the user's locked memory (`incr_user_locked_vm`, -ENOMEM
@@ -503,6 +504,16 @@ export class IoPagetable {
     await this.domainsRwsem.downRead();
     try {
       const victims = this.areasIn(iova, last);
+      if (!victims.length) {
+        throw new KernelError(
+          "ENOENT",
+          `IOMMU_IOAS_UNMAP: nothing mapped in [0x${iova.toString(16)}, 0x${last.toString(16)}]`,
+        );
+      }
+      // Areas go one at a time from the lowest IOVA; one that crosses an
+      // edge stops the walk with -ENOENT, and the areas already removed
+      // stay removed (iopt_unmap_iova_range).
+      let n = 0;
       for (const a of victims) {
         if (a.iova < iova || a.last > last) {
           throw new KernelError(
@@ -512,15 +523,6 @@ export class IoPagetable {
             }] (iopt_unmap_iova_range)`,
           );
         }
-      }
-      if (!victims.length) {
-        throw new KernelError(
-          "ENOENT",
-          `IOMMU_IOAS_UNMAP: nothing mapped in [0x${iova.toString(16)}, 0x${last.toString(16)}]`,
-        );
-      }
-      let n = 0;
-      for (const a of victims) {
         await this.#removeArea(a);
         n += a.length;
       }

@@ -487,3 +487,27 @@ Deno.test("v7.1 iopt_map_dmabuf pins before asking the exporter for the range", 
     strictEqual(buf.attachments.length, 0);
   });
 });
+
+Deno.test("iopt_unmap_iova_range: areas below an edge-crossing one are already gone when -ENOENT returns", async (t) => {
+  await fixture(t, "unmap_partial_walk", async (f) => {
+    const map = (iova: number, off: number, length: number) =>
+      f.ictx.ioasMap({
+        ioasId: f.ioas,
+        flags: RW | IOMMU_IOAS_MAP_FIXED_IOVA,
+        mm: f.mm,
+        userVa: f.buffer + off,
+        length,
+        iova,
+      });
+    await map(f.base, 0, PAGE);
+    await map(f.base + 2 * PAGE, PAGE, 2 * PAGE);
+    // [base, base + 3 pages) holds the first area whole and cuts the second.
+    await rejects(f.ictx.ioasUnmap(f.ioas, f.base, 3 * PAGE), errno("ENOENT"));
+    strictEqual(f.ictx.ioas(f.ioas).iopt.areas.length, 1, "the first area was removed");
+    strictEqual(f.ictx.ioas(f.ioas).iopt.areas[0]!.iova, f.base + 2 * PAGE);
+    // An area crossing the lower edge is hit first: nothing goes.
+    await rejects(f.ictx.ioasUnmap(f.ioas, f.base + 3 * PAGE, 4 * PAGE), errno("ENOENT"));
+    strictEqual(f.ictx.ioas(f.ioas).iopt.areas.length, 1);
+    strictEqual(await f.ictx.ioasUnmap(f.ioas, f.base + 2 * PAGE, 2 * PAGE), 2 * PAGE);
+  });
+});
