@@ -310,14 +310,22 @@ export class Kvm {
     }
   }
 
-  /** `kvm_mmu_invalidate_end`; `mmu_lock` held. */
+  /**
+   * `kvm_mmu_invalidate_end`; `mmu_lock` held. A count going negative is a
+   * `KVM_BUG_ON` (a one-time WARN that marks the VM bugged), and an
+   * invalidation that never added a range is a WARN.
+   */
   invalidateEnd(): void {
     this.mmuLock.assertHeld();
     this.mmuInvalidateSeq++;
     this.mmuInvalidateInProgress--;
     if (this.mmuInvalidateInProgress < 0) {
-      this.world.bug("BUG", `KVM_BUG_ON: ${this.name}: mmu_invalidate_in_progress < 0`);
+      this.world.bug("WARN", `KVM_BUG_ON: ${this.name}: mmu_invalidate_in_progress < 0`);
     }
+    this.world.warnOn(
+      this.mmuInvalidateRangeStart === INVALID_GFN,
+      `kvm_mmu_invalidate_end: ${this.name}: no range was added since begin`,
+    );
   }
 
   /** `kvm_unmap_gfn_range` + remote flush; `mmu_lock` held. Returns leaves zapped. */
@@ -332,14 +340,33 @@ export class Kvm {
    */
   invalidateRetryGfn(seq: number, gfn: number): boolean {
     this.mmuLock.assertHeld();
-    return this.invalidateRetryGfnUnsafe(seq, gfn);
+    if (this.mmuInvalidateInProgress) {
+      // mmu_lock dropped between begin and range_add: a KVM bug; retry.
+      if (
+        this.world.warnOn(
+          this.mmuInvalidateRangeStart === INVALID_GFN ||
+            this.mmuInvalidateRangeEnd === INVALID_GFN,
+          `mmu_invalidate_retry_gfn: ${this.name}: invalidation in progress without a range`,
+        )
+      ) {
+        return true;
+      }
+      if (gfn >= this.mmuInvalidateRangeStart && gfn < this.mmuInvalidateRangeEnd) return true;
+    }
+    return this.mmuInvalidateSeq !== seq;
   }
 
-  /** `mmu_invalidate_retry_gfn_unsafe`: the lockless pre-check. */
+  /**
+   * `mmu_invalidate_retry_gfn_unsafe`: the lockless pre-check. It may miss
+   * (a range not added yet reads as INVALID_GPA, which no gfn falls in);
+   * the locked check after it decides.
+   */
   invalidateRetryGfnUnsafe(seq: number, gfn: number): boolean {
-    if (this.mmuInvalidateInProgress) {
-      if (this.mmuInvalidateRangeStart === INVALID_GFN) return true;
-      if (gfn >= this.mmuInvalidateRangeStart && gfn < this.mmuInvalidateRangeEnd) return true;
+    if (
+      this.mmuInvalidateInProgress && this.mmuInvalidateRangeStart !== INVALID_GFN &&
+      gfn >= this.mmuInvalidateRangeStart && gfn < this.mmuInvalidateRangeEnd
+    ) {
+      return true;
     }
     return this.mmuInvalidateSeq !== seq;
   }
