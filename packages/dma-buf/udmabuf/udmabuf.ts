@@ -11,7 +11,8 @@
  * aligned, the running page total within `size_limit_mb` (64 MiB) and not
  * zero (all -EINVAL); then per item: an fd that is not open, or not a
  * shmem/hugetlbfs file, is -EBADFD; seals must include F_SEAL_SHRINK and
- * exclude F_SEAL_WRITE (-EINVAL); the folios are pinned with
+ * exclude F_SEAL_WRITE and F_SEAL_FUTURE_WRITE (`SEALS_DENIED`, -EINVAL;
+ * `check_memfd_seals`); the folios are pinned with
  * `memfd_pin_folios` (past EOF: -EINVAL). On any error everything pinned is
  * unpinned. Only `UDMABUF_FLAGS_CLOEXEC` is honoured; the buffer is
  * exported O_RDWR and the ioctl returns its fd.
@@ -32,6 +33,7 @@
 import {
   Device,
   dmaBitMask,
+  F_SEAL_FUTURE_WRITE,
   F_SEAL_SHRINK,
   F_SEAL_WRITE,
   type FdTable,
@@ -282,10 +284,13 @@ export function udmabufCreate(
         }
         const memfd = new MemfdFile(file);
         const seals = memfd.getSeals();
-        if ((seals & F_SEAL_SHRINK) !== F_SEAL_SHRINK || (seals & F_SEAL_WRITE) !== 0) {
+        if (
+          (seals & F_SEAL_SHRINK) !== F_SEAL_SHRINK ||
+          (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE)) !== 0
+        ) {
           throw new KernelError(
             "EINVAL",
-            "udmabuf: memfd needs F_SEAL_SHRINK and must not have F_SEAL_WRITE",
+            "udmabuf: memfd needs F_SEAL_SHRINK and must not have F_SEAL_WRITE or F_SEAL_FUTURE_WRITE (check_memfd_seals)",
           );
         }
         const npages = it.size / PAGE_SIZE;

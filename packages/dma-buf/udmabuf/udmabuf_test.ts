@@ -1,5 +1,6 @@
 import { ok, rejects, strictEqual, throws } from "node:assert/strict";
 import {
+  F_SEAL_FUTURE_WRITE,
   F_SEAL_SHRINK,
   F_SEAL_WRITE,
   filesOf,
@@ -60,6 +61,15 @@ Deno.test("udmabuf_create errors", async (t) => {
       () => udmabufCreate(world, 0, [{ memfd: sealedWrite, offset: 0, size: 4096 }]),
       (e) => isErrno(e, "EINVAL"),
     );
+  });
+  await t.step("check_memfd_seals: F_SEAL_FUTURE_WRITE is denied too (-EINVAL)", () => {
+    const futureWrite = sealedMemfd(world, 1, F_SEAL_SHRINK | F_SEAL_FUTURE_WRITE);
+    const before = world.mem.freeRamPages;
+    throws(
+      () => udmabufCreate(world, 0, [{ memfd: futureWrite, offset: 0, size: 4096 }]),
+      (e) => isErrno(e, "EINVAL"),
+    );
+    strictEqual(world.mem.freeRamPages, before); // nothing stays pinned
   });
   await t.step("zero pages, size_limit_mb, list_limit: -EINVAL", () => {
     const fd = sealedMemfd(world, 4);
