@@ -6,15 +6,18 @@
  * as an fd. Only `_IOC_NR(cmd)` selects the command (number 1 and above is
  * -EINVAL, not -ENOTTY) and the struct size may differ from the kernel's:
  * a shorter (older) struct is zero-extended, a longer (newer) one is read
- * only as far as the kernel knows it (`dma_heap_ioctl` size handling).
+ * only as far as the kernel knows it (`dma_heap_ioctl` size handling). The
+ * struct is copied back even when ALLOC failed, and a failing copy-back
+ * makes the result -EFAULT.
  *
  * ALLOC rules, in the kernel's order: the `fd` field must be 0, `fd_flags`
  * only O_CLOEXEC | O_ACCMODE, `heap_flags` none (all -EINVAL); the length
  * is page aligned and 0 is -EINVAL; the heap's `allocate` errors propagate;
  * `dma_buf_fd` failing puts the buffer.
  *
- * `dma_heap_add`: -EINVAL for an empty name, missing `allocate` or a name
- * already taken; -EINVAL when the 128 minors are used up.
+ * `dma_heap_add`: -EINVAL for an empty name or missing `allocate`; then
+ * -EBUSY when the 128 minors are used up (`xa_alloc`), and only then
+ * -EINVAL for a name already taken.
  *
  * Locking: `heap_list_lock` (a mutex in the kernel) protects the heap
  * list; heap list updates are atomic here. The ioctl runs without locks.
@@ -129,11 +132,13 @@ export function dmaHeapAdd(world: Kernel, info: DmaHeapExportInfo): DmaHeap {
   }
   if (!info.ops?.allocate) throw new KernelError("EINVAL", "dma_heap_add: missing allocate op");
   const st = world.ext("dma-buf.heaps", () => new HeapState());
+  // the minor is allocated (xa_alloc: -EBUSY when all are taken) before the
+  // name is checked for uniqueness under heap_list_lock
+  if (st.heaps.length >= NUM_HEAP_MINORS) {
+    throw new KernelError("EBUSY", "dma_heap_add: no free minor (xa_alloc)");
+  }
   if (st.heaps.some((h) => h.name === info.name)) {
     throw new KernelError("EINVAL", `dma_heap_add: heap ${info.name} already exists`);
-  }
-  if (st.heaps.length >= NUM_HEAP_MINORS) {
-    throw new KernelError("EINVAL", "dma_heap_add: no free minor");
   }
   const heap = new DmaHeap(world, info, info.ops, st.heaps.length);
   st.heaps.push(heap);
@@ -169,7 +174,7 @@ export async function dmaHeapBufferAlloc(
 
 /** `dma_heap_ioctl_allocate` on the kernel's zero-extended copy. */
 async function ioctlAllocate(heap: DmaHeap, k: DataView, files: FdTable): Promise<number> {
-  const len = Number(k.getBigUint64(0, true));
+  const rawLen = k.getBigUint64(0, true);
   const fd = k.getUint32(8, true);
   const fdFlags = k.getUint32(12, true);
   const heapFlags = k.getBigUint64(16, true);
@@ -185,6 +190,8 @@ async function ioctlAllocate(heap: DmaHeap, k: DataView, files: FdTable): Promis
       `${heap.devPath}: invalid heap_flags 0x${heapFlags.toString(16)}`,
     );
   }
+  // PAGE_ALIGN on a 64-bit size_t wraps to 0 for the last page of the range (-EINVAL below)
+  const len = rawLen > (1n << 64n) - BigInt(PAGE_SIZE) ? 0 : Number(rawLen);
   const nfd = await dmaHeapBufferAlloc(heap, len, fdFlags, heapFlags, files);
   k.setUint32(8, nfd, true);
   return 0;
@@ -220,7 +227,15 @@ export async function dmaHeapIoctl(
     }
     new Uint8Array(kdata.buffer).set(new Uint8Array(arg.buffer, arg.byteOffset, inSize));
   }
-  const ret = await ioctlAllocate(heap, kdata, files);
+  // the kernel copies the struct back whether or not the command failed; a
+  // failing copy_to_user turns any result into -EFAULT
+  let failure: unknown = null;
+  let ret = 0;
+  try {
+    ret = await ioctlAllocate(heap, kdata, files);
+  } catch (e) {
+    failure = e;
+  }
   if (outSize) {
     if (!arg || arg.byteLength < outSize) {
       throw new KernelError("EFAULT", `${heap.devPath}: copy_to_user`);
@@ -229,6 +244,7 @@ export async function dmaHeapIoctl(
       new Uint8Array(kdata.buffer, 0, outSize),
     );
   }
+  if (failure !== null) throw failure;
   return ret;
 }
 

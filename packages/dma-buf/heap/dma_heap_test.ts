@@ -1,13 +1,18 @@
 import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
 import { filesOf, isErrno, Kernel, O_CLOEXEC, O_RDWR } from "@dmalab/kernel";
 import {
+  DMA_HEAP_ALLOCATION_DATA_SIZE,
+  DMA_HEAP_IOC_MAGIC,
   DMA_HEAP_IOCTL_ALLOC,
   dmaBufGet,
   dmaHeapAdd,
   dmaHeapAllocArg,
   dmaHeapOpen,
+  dmaHeaps,
   dmaHeapSystemAlloc,
   dmaHeapSystemInit,
+  ioc,
+  NUM_HEAP_MINORS,
   type SystemHeapBuffer,
 } from "../mod.ts";
 
@@ -27,6 +32,62 @@ Deno.test("dma-heap core", async (t) => {
       (e) => isErrno(e, "EINVAL"),
     );
     throws(() => dmaHeapOpen(world, "nope", O_RDWR), (e) => isErrno(e, "ENODEV"));
+  });
+  await t.step("dma_heap_add: minors used up is -EBUSY (xa_alloc), checked before the name", () => {
+    const world = new Kernel();
+    dmaHeapSystemInit(world);
+    const allocate = () => dmaHeapSystemAlloc(world, 4096);
+    for (let i = 1; i < NUM_HEAP_MINORS; i++) {
+      dmaHeapAdd(world, { name: `h${i}`, ops: { allocate } });
+    }
+    strictEqual(dmaHeaps(world).length, NUM_HEAP_MINORS);
+    throws(
+      () => dmaHeapAdd(world, { name: "more", ops: { allocate } }),
+      (e) => isErrno(e, "EBUSY"),
+    );
+    throws(
+      () => dmaHeapAdd(world, { name: "system", ops: { allocate } }),
+      (e) => isErrno(e, "EBUSY"),
+    );
+    strictEqual(dmaHeaps(world).length, NUM_HEAP_MINORS);
+  });
+  await t.step(
+    "dma_heap_buffer_alloc: PAGE_ALIGN of a length in the last page wraps to 0: -EINVAL",
+    async () => {
+      const world = new Kernel();
+      dmaHeapSystemInit(world);
+      const heap = filesOf(world).lookup(dmaHeapOpen(world, "system", O_RDWR));
+      await world.runTask("t", async () => {
+        for (const len of [0xffff_ffff_ffff_ffffn, 0xffff_ffff_ffff_f001n]) {
+          const arg = dmaHeapAllocArg(0);
+          arg.setBigUint64(0, len, true);
+          await rejects(
+            Promise.resolve().then(() => heap.ioctl(DMA_HEAP_IOCTL_ALLOC, arg)),
+            (e) => isErrno(e, "EINVAL"),
+          );
+        }
+      });
+    },
+  );
+  await t.step("dma_heap_ioctl copies the struct back even when ALLOC fails", async () => {
+    const world = new Kernel();
+    dmaHeapSystemInit(world);
+    const heap = filesOf(world).lookup(dmaHeapOpen(world, "system", O_RDWR));
+    // _IOR only: nothing is copied in, the zeroed struct (len 0: -EINVAL) is copied out
+    const iorAlloc = ioc(2, DMA_HEAP_IOC_MAGIC, 0, DMA_HEAP_ALLOCATION_DATA_SIZE);
+    await world.runTask("t", async () => {
+      const arg = dmaHeapAllocArg(1 << 20, O_RDWR);
+      await rejects(
+        Promise.resolve().then(() => heap.ioctl(iorAlloc, arg)),
+        (e) => isErrno(e, "EINVAL"),
+      );
+      deepStrictEqual([...new Uint8Array(arg.buffer)], new Array(24).fill(0));
+      // and when that copy-back faults, the result is -EFAULT instead
+      await rejects(
+        Promise.resolve().then(() => heap.ioctl(iorAlloc, null)),
+        (e) => isErrno(e, "EFAULT"),
+      );
+    });
   });
   await t.step(
     "ALLOC: fd field non-zero, length 0, unknown nr are -EINVAL (not -ENOTTY); fd written back",
