@@ -449,24 +449,31 @@ export class VfioPciCoreDevice {
     );
   }
 
-  /** `read()` on the device fd at `offset` (region index in bits 40+). */
+  /**
+   * `read()` on the device fd at `offset` (region index in bits 40+). A BAR
+   * read that runs past the end of the BAR is short (`vfio_pci_bar_rw`):
+   * the returned bytes are what was read.
+   */
   async regionRead(offset: number, len: number): Promise<Uint8Array> {
     const buf = new Uint8Array(len);
-    await this.#rw(offset, buf, false);
-    return buf;
+    const done = await this.#rw(offset, buf, false);
+    return done === len ? buf : buf.subarray(0, done);
   }
 
-  /** `write()` on the device fd at `offset`. */
-  async regionWrite(offset: number, data: Uint8Array): Promise<void> {
-    await this.#rw(offset, data, true);
+  /** `write()` on the device fd at `offset`: returns the bytes written (short at a BAR's end). */
+  async regionWrite(offset: number, data: Uint8Array): Promise<number> {
+    return await this.#rw(offset, data, true);
   }
 
-  async #rw(offset: number, buf: Uint8Array, write: boolean): Promise<void> {
+  async #rw(offset: number, buf: Uint8Array, write: boolean): Promise<number> {
     const index = vfioPciOffsetToIndex(offset);
     const pos = offset % 2 ** VFIO_PCI_OFFSET_SHIFT;
     if (index === VFIO_PCI_CONFIG_REGION_INDEX) {
       if (pos + buf.length > this.vconfig.length) {
-        throw new KernelError("EINVAL", `vfio config access beyond ${this.vconfig.length} bytes`);
+        throw new KernelError(
+          "EFAULT",
+          `vfio config access beyond ${this.vconfig.length} bytes (vfio_config_do_rw)`,
+        );
       }
       if (write) {
         const v = buf.length === 4
@@ -478,19 +485,22 @@ export class VfioPciCoreDevice {
       } else {
         buf.set(this.vconfig.subarray(pos, pos + buf.length));
       }
-      return;
+      return buf.length;
     }
     if (index > 5) {
       throw new KernelError("EINVAL", `vfio_pci_rw: region ${index} has no read/write`);
     }
     const b = this.bars[index];
     if (!b) throw new KernelError("EINVAL", `vfio_pci_bar_rw: BAR ${index} is not a memory BAR`);
-    if (pos + buf.length > b.size) {
+    // Starting at or past the end is -EINVAL; running past it is a short
+    // access (vfio_pci_bar_rw).
+    if (pos >= b.size) {
       throw new KernelError(
         "EINVAL",
-        `vfio_pci_bar_rw: 0x${pos.toString(16)}+${buf.length} beyond BAR ${index}`,
+        `vfio_pci_bar_rw: offset 0x${pos.toString(16)} beyond BAR ${index}`,
       );
     }
+    if (pos + buf.length > b.size) buf = buf.subarray(0, b.size - pos);
     await this.memoryLock.downRead();
     try {
       if (!this.memoryEnabled) {
@@ -504,6 +514,7 @@ export class VfioPciCoreDevice {
     } finally {
       this.memoryLock.upRead();
     }
+    return buf.length;
   }
 
   /** Reads `len` (1, 2, 4) bytes of emulated config space. */

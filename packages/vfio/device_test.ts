@@ -127,3 +127,25 @@ Deno.test("BAR mmap: VM_PFNMAP, huge faults, SIGBUS and zap on memory disable", 
     });
   });
 });
+
+Deno.test("vfio_pci_bar_rw and vfio_config_do_rw bounds: short BAR access at the end, -EFAULT past config space", async () => {
+  const world = new Kernel();
+  const m = defaultMachine(world);
+  const vdev = new VfioPciCoreDevice(world, m.gpu);
+  const bar1 = vdev.bars[1]!;
+  await world.runTask("qemu", async () => {
+    await vdev.open();
+    const end = vfioPciIndexToOffset(1) + bar1.size;
+    // A write running past the BAR's end writes what fits and says so.
+    strictEqual(await vdev.regionWrite(end - 2, new Uint8Array([7, 8, 9, 10])), 2);
+    deepStrictEqual([...world.mem.read(bar1.start + bar1.size - 2, 2)], [7, 8]);
+    const r = await vdev.regionRead(end - 2, 8);
+    deepStrictEqual([...r], [7, 8], "the read is short, not -EINVAL");
+    // Starting at the end is -EINVAL.
+    await rejects(vdev.regionRead(end, 1), code("EINVAL"));
+    // Config space: an access past cfg_size is -EFAULT.
+    const cfg = vfioPciIndexToOffset(VFIO_PCI_CONFIG_REGION_INDEX);
+    await rejects(vdev.regionRead(cfg + 254, 4), code("EFAULT"));
+    strictEqual((await vdev.regionRead(cfg + 252, 4)).length, 4);
+  });
+});
