@@ -439,9 +439,16 @@ export class VfioPciCoreDevice {
       if (this.barMmapSupported(index)) flags |= VFIO_REGION_INFO_FLAG_MMAP;
       return { index, offset, size, flags };
     }
-    if (index === VFIO_PCI_ROM_REGION_INDEX || index === VFIO_PCI_VGA_REGION_INDEX) {
-      // No expansion ROM and no VGA in the model: size 0, no flags.
+    if (index === VFIO_PCI_ROM_REGION_INDEX) {
+      // No expansion ROM in the model: size 0, no flags.
       return { index, offset, size: 0, flags: 0 };
+    }
+    if (index === VFIO_PCI_VGA_REGION_INDEX) {
+      // The model's functions are not VGA devices (`vdev->has_vga` false).
+      throw new KernelError(
+        "EINVAL",
+        `VFIO_DEVICE_GET_REGION_INFO: ${this.pdev.name} has no VGA region (vfio_pci_ioctl_get_region_info)`,
+      );
     }
     throw new KernelError(
       "EINVAL",

@@ -1,4 +1,4 @@
-import { deepStrictEqual, ok, rejects, strictEqual } from "node:assert/strict";
+import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
 import { Kernel, MAP_SHARED, MmStruct } from "@dmalab/kernel";
 import { defaultMachine } from "@dmalab/pci-p2p";
 import {
@@ -147,5 +147,15 @@ Deno.test("vfio_pci_bar_rw and vfio_config_do_rw bounds: short BAR access at the
     const cfg = vfioPciIndexToOffset(VFIO_PCI_CONFIG_REGION_INDEX);
     await rejects(vdev.regionRead(cfg + 254, 4), code("EFAULT"));
     strictEqual((await vdev.regionRead(cfg + 252, 4)).length, 4);
+  });
+});
+
+Deno.test("vfio_pci_ioctl_get_region_info: the VGA region of a non-VGA device is -EINVAL", async () => {
+  const world = new Kernel();
+  const vdev = new VfioPciCoreDevice(world, defaultMachine(world).gpu);
+  await world.runTask("qemu", async () => {
+    await vdev.open();
+    throws(() => vdev.getRegionInfo(8), code("EINVAL"));
+    strictEqual(vdev.getRegionInfo(6).size, 0, "a missing ROM reads as size 0");
   });
 });
