@@ -542,6 +542,11 @@ export class VfioPciCoreDevice {
    */
   async configWrite(pos: number, len: number, value: number): Promise<void> {
     if (pos === PCI_COMMAND && len >= 2) return this.#commandWrite(value & 0xffff);
+    // A byte write to the low half of PCI_COMMAND still carries the MEMORY
+    // bit through vfio_basic_config_write; the high byte keeps its value.
+    if (pos === PCI_COMMAND && len === 1) {
+      return this.#commandWrite((this.command & 0xff00) | (value & 0xff));
+    }
     if (pos === PM_CAP_OFFSET + PCI_PM_CTRL) {
       return this.#lockAndSetPowerState((value & PCI_PM_CTRL_STATE_MASK) as PciPowerState);
     }

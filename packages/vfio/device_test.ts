@@ -159,3 +159,19 @@ Deno.test("vfio_pci_ioctl_get_region_info: the VGA region of a non-VGA device is
     strictEqual(vdev.getRegionInfo(6).size, 0, "a missing ROM reads as size 0");
   });
 });
+
+Deno.test("vfio_basic_config_write: a one-byte write to PCI_COMMAND clears and sets MEMORY", async () => {
+  const world = new Kernel();
+  const vdev = new VfioPciCoreDevice(world, defaultMachine(world).gpu);
+  await world.runTask("qemu", async () => {
+    await vdev.open();
+    const cfg = vfioPciIndexToOffset(VFIO_PCI_CONFIG_REGION_INDEX);
+    const zaps = vdev.stats.zaps;
+    strictEqual(await vdev.regionWrite(cfg + PCI_COMMAND, new Uint8Array([0])), 1);
+    strictEqual(vdev.memoryEnabled, false);
+    strictEqual(vdev.stats.zaps, zaps + 1, "the BARs were zapped");
+    await rejects(vdev.regionRead(vfioPciIndexToOffset(1), 4), code("EIO"));
+    await vdev.regionWrite(cfg + PCI_COMMAND, new Uint8Array([PCI_COMMAND_MEMORY]));
+    strictEqual(vdev.memoryEnabled, true);
+  });
+});
