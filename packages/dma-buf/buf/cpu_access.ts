@@ -40,10 +40,14 @@ export async function dmaBufVmap(dmabuf: DmaBuf): Promise<IosysMap> {
   try {
     map = await dmabuf.ops.vmap(dmabuf);
   } catch (e) {
-    dmabuf.world.dmesg.printk(
-      "warn",
-      `WARNING: dma_buf_vmap: ${dmabuf.expName} vmap failed: ${(e as Error).message}`,
-    );
+    // WARN_ON_ONCE(ret): an errno from the exporter is a WARN splat, then returned
+    // unchanged (a bug report already raised inside the exporter passes through)
+    if (e instanceof KernelError) {
+      dmabuf.world.bug(
+        "WARN",
+        `WARNING: dma_buf_vmap: ${dmabuf.expName} vmap failed: ${e.message}`,
+      );
+    }
     throw e;
   }
   dmabuf.vmapPtr = map;

@@ -4,6 +4,7 @@ import {
   isErrno,
   Kernel,
   KernelBug,
+  KernelError,
   MAP_SHARED,
   MmStruct,
   PROT_READ,
@@ -13,6 +14,7 @@ import {
   type DmaBuf,
   dmaBufBeginCpuAccess,
   dmaBufEndCpuAccess,
+  dmaBufExport,
   dmaBufMmap,
   dmaBufVmap,
   dmaBufVmapUnlocked,
@@ -63,6 +65,37 @@ Deno.test("dma_buf_vmap / dma_buf_vunmap", async (t) => {
       await rejects(dmaBufVmapUnlocked(exp.buf), (e) => isErrno(e, "EINVAL"));
     });
   });
+  await t.step(
+    "the exporter's vmap failing is a WARN (WARN_ON_ONCE), its errno returned",
+    async () => {
+      for (const strict of [true, false]) {
+        const world = new Kernel({ strict });
+        const buf = dmaBufExport(world, {
+          expName: "failing-vmap",
+          size: 4096,
+          priv: {},
+          ops: {
+            mapDmaBuf: () => null,
+            unmapDmaBuf: () => {},
+            release: () => {},
+            vmap: () => {
+              throw new KernelError("ENOMEM", "test exporter: out of vmalloc space");
+            },
+          },
+        });
+        await world.runTask("t", async () => {
+          await rejects(
+            dmaBufVmapUnlocked(buf),
+            (e) => strict ? e instanceof KernelBug && e.kind === "WARN" : isErrno(e, "ENOMEM"),
+          );
+        });
+        strictEqual(world.bugs.filter((b) => b.kind === "WARN").length, 1);
+        strictEqual(buf.vmappingCounter, 0);
+        strictEqual(buf.vmapPtr, null);
+        buf.put();
+      }
+    },
+  );
   await t.step("vunmap of a buffer that is not vmapped, or of another map, is a BUG", async () => {
     const world = new Kernel();
     const a = new TestExporter(world, { vmap: true });
