@@ -13,6 +13,8 @@
  *   contiguous IOVA; otherwise each range is `dma_map_phys(...,
  *   DMA_ATTR_MMIO)`;
  * - anything else (NOT_SUPPORTED, NONE): -EINVAL.
+ * A table with no entries (no ranges, or only empty ones) is -EINVAL from
+ * `sg_alloc_table`; a failed `dma_map_phys` is -ENOMEM (`dma_mapping_error`).
  * (The kernel source passes offset 0 to every `dma_iova_link`, which only
  * works for one range; the model links range i at the sum of the earlier
  * lengths, which is what the single contiguous IOVA entry describes.)
@@ -118,6 +120,17 @@ export function dmaBufPhysVecToSgt(
     );
   }
   const iova = state !== null && dmaUseIova(state);
+  // calc_sg_nents: no entries (no ranges, all empty, or a count overflow) makes
+  // sg_alloc_table fail with -EINVAL before anything is mapped
+  let nents = 0;
+  if (iova) nents = Math.ceil(size / UINT_MAX);
+  else for (const v of physVec) nents += Math.ceil(v.len / UINT_MAX);
+  if (nents === 0 || nents > UINT_MAX) {
+    throw new KernelError(
+      "EINVAL",
+      `dma_buf_phys_vec_to_sgt: no scatterlist entries for ${physVec.length} range(s) (sg_alloc_table)`,
+    );
+  }
   const entries: Scatterlist[] = [];
   let mapped = 0;
   try {
@@ -130,9 +143,10 @@ export function dmaBufPhysVecToSgt(
       } else {
         const addr = dmaMapPhys(dev, v.paddr, v.len, dir, DMA_ATTR_MMIO);
         if (dmaMappingError(dev, addr)) {
+          // dma_mapping_error() itself returns -ENOMEM, which is what the caller sees
           throw new KernelError(
-            "EIO",
-            `dma_buf_phys_vec_to_sgt: dma_map_phys failed for ${dev.name}`,
+            "ENOMEM",
+            `dma_buf_phys_vec_to_sgt: dma_map_phys failed for ${dev.name} (dma_mapping_error)`,
           );
         }
         fill(entries, v.len, addr);

@@ -140,6 +140,45 @@ Deno.test("dma_buf_phys_vec_to_sgt", async (t) => {
       await rejects(a.mapUnlocked("DMA_TO_DEVICE"), (e) => isErrno(e, "EINVAL"));
     });
   });
+  await t.step(
+    "dma_map_phys failing is -ENOMEM (dma_mapping_error), nothing left mapped",
+    async () => {
+      const world = new Kernel({ strict: false });
+      const m = defaultMachine(world, { iommu: false });
+      pcimP2pdmaInit(m.gpu);
+      const provider = pcimP2pdmaProvider(m.gpu, 1)!;
+      const barStart = m.gpu.bars[1]!.start!;
+      ok(barStart >= 1n << 32n); // beyond nic2's default 32-bit mask: dma-direct refuses it
+      const buf = barExporter(world, provider, [{ paddr: barStart, len: 4096 }]);
+      await world.runTask("nic2", async () => {
+        const a = await dmaBufDynamicAttach(buf, m.nic2, {
+          allowPeer2peer: true,
+          invalidateMappings: () => {},
+        }, null);
+        await rejects(a.mapUnlocked("DMA_TO_DEVICE"), (e) => isErrno(e, "ENOMEM"));
+        strictEqual(buf.outstandingMappings, 0);
+        await a.detach();
+      });
+    },
+  );
+  await t.step(
+    "no ranges (or only empty ones): sg_alloc_table of 0 entries is -EINVAL",
+    async () => {
+      const { world, m, provider, barStart } = setup(false);
+      for (const vec of [[], [{ paddr: barStart, len: 0 }]]) {
+        const buf = barExporter(world, provider, vec);
+        await world.runTask("nic", async () => {
+          const a = await dmaBufDynamicAttach(buf, m.nic, {
+            allowPeer2peer: true,
+            invalidateMappings: () => {},
+          }, null);
+          await rejects(a.mapUnlocked("DMA_BIDIRECTIONAL"), (e) => isErrno(e, "EINVAL"));
+          await a.detach();
+        });
+        buf.put();
+      }
+    },
+  );
   await t.step("ranges of 4 GiB and more are split at UINT_MAX", async () => {
     const { world, m, provider, barStart } = setup(false);
     const buf = barExporter(world, provider, [{ paddr: barStart, len: 8 * 2 ** 30 }]);
