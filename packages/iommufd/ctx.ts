@@ -409,13 +409,17 @@ export class IommufdCtx {
     return { ranges: iopt.iovaRanges(), alignment: iopt.iovaAlignment };
   }
 
-  /** `IOMMU_IOAS_ALLOW_IOVAS`: -EINVAL for a bad or overlapping range. */
+  /**
+   * `IOMMU_IOAS_ALLOW_IOVAS`: -EINVAL for a range with `start >= last` or
+   * overlapping another, -EADDRINUSE over a reserved range.
+   */
   ioasAllowIovas(ioasId: number, ranges: IovaRange[]): void {
     const iopt = this.ioas(ioasId).iopt;
     const sorted = [...ranges].sort((a, b) => a.start - b.start);
     for (let i = 0; i < sorted.length; i++) {
       const r = sorted[i]!;
-      if (r.start > r.last || r.last > IOVA_MAX) {
+      // A range must span more than one byte (iommufd_ioas_load_iovas).
+      if (r.start >= r.last || r.last > IOVA_MAX) {
         throw new KernelError(
           "EINVAL",
           `IOMMU_IOAS_ALLOW_IOVAS: bad range [0x${r.start.toString(16)}, 0x${r.last.toString(16)}]`,
@@ -446,14 +450,25 @@ export class IommufdCtx {
     return this.get<IommufdDevice>(devId, "device");
   }
 
-  /** `IOMMU_HWPT_ALLOC`: a paging domain for `devId` on `ioasId`. */
+  /**
+   * `IOMMU_HWPT_ALLOC`: a paging domain for `devId` on `ioasId`. Flags
+   * (-EOPNOTSUPP), then the device (-ENOENT), then the pt (-EINVAL).
+   */
   async hwptAlloc(devId: number, ioasId: number, flags = 0): Promise<number> {
     if (flags) {
       throw new KernelError("EOPNOTSUPP", `IOMMU_HWPT_ALLOC: flags 0x${flags.toString(16)}`);
     }
     const idev = this.device(devId);
-    const ioas = this.ioas(ioasId);
-    return (await this.#hwptAlloc(idev, ioas, false)).id;
+    // Any pt_id that is not an IOAS (missing, or another type: nesting is
+    // not modelled) is -EINVAL, not -ENOENT (iommufd_hwpt_alloc).
+    const pt = this.#objects.get(ioasId);
+    if (!(pt instanceof IommufdIoas)) {
+      throw new KernelError(
+        "EINVAL",
+        `IOMMU_HWPT_ALLOC: pt_id ${ioasId} is not an IOAS (iommufd_hwpt_alloc)`,
+      );
+    }
+    return (await this.#hwptAlloc(idev, pt, false)).id;
   }
 
   async #hwptAlloc(
@@ -489,10 +504,13 @@ export class IommufdCtx {
     if (obj instanceof IommufdHwptPaging) hwpt = obj;
     else if (obj instanceof IommufdIoas) {
       hwpt = obj.hwpts[0] ?? await this.#hwptAlloc(idev, obj, true);
+    } else if (!obj) {
+      throw new KernelError("ENOENT", `iommufd_device_attach: no object ${ptId}`);
     } else {
+      // An existing object of another type (iommufd_device_change_pt).
       throw new KernelError(
-        "ENOENT",
-        `iommufd_device_attach: ${ptId} is neither an IOAS nor a HWPT`,
+        "EINVAL",
+        `iommufd_device_attach: ${ptId} (${obj.type}) is neither an IOAS nor a HWPT`,
       );
     }
     const group = this.iommu.groupOf(idev.dev)!;

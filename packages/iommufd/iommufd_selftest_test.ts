@@ -511,3 +511,31 @@ Deno.test("iopt_unmap_iova_range: areas below an edge-crossing one are already g
     strictEqual(await f.ictx.ioasUnmap(f.ioas, f.base + 2 * PAGE, 2 * PAGE), 2 * PAGE);
   });
 });
+
+Deno.test("iommufd object-type and range errnos (iommufd_hwpt_alloc, iommufd_device_change_pt, iommufd_ioas_load_iovas)", async (t) => {
+  await fixture(t, "pt_id and allowed ranges", async (f) => {
+    const devId = f.ictx.objectIds().find((id) => {
+      try {
+        f.ictx.device(id);
+        return true;
+      } catch {
+        return false;
+      }
+    })!;
+    // HWPT_ALLOC: an unknown pt or a device as pt is -EINVAL; flags first.
+    await rejects(f.ictx.hwptAlloc(devId, 999), errno("EINVAL"));
+    await rejects(f.ictx.hwptAlloc(devId, devId), errno("EINVAL"));
+    await rejects(f.ictx.hwptAlloc(999, 999, 1), errno("EOPNOTSUPP"));
+    await rejects(f.ictx.hwptAlloc(999, f.ioas), errno("ENOENT"));
+    // attach: a missing object is -ENOENT, an object of another type -EINVAL.
+    const other = f.ictx.bindDevice(f.gpu);
+    await rejects(f.ictx.attach(other, 999), errno("ENOENT"));
+    await rejects(f.ictx.attach(other, devId), errno("EINVAL"));
+    // ALLOW_IOVAS: start == last is -EINVAL.
+    throws(
+      () => f.ictx.ioasAllowIovas(f.ioas, [{ start: 64 * PAGE, last: 64 * PAGE }]),
+      errno("EINVAL"),
+    );
+    f.ictx.ioasAllowIovas(f.ioas, [{ start: 64 * PAGE, last: 64 * PAGE + 1 }]);
+  });
+});
