@@ -26,6 +26,11 @@ export const KVM_MEM_SLOTS_NUM = 32767;
 /** `KVM_MEM_MAX_NR_PAGES` (`(1UL << 31) - 1`). */
 export const KVM_MEM_MAX_NR_PAGES = 2 ** 31 - 1;
 
+/** `KVM_MAX_VCPUS` on x86 (`CONFIG_KVM_MAX_NR_VCPUS`, default 1024). */
+export const KVM_MAX_VCPUS = 1024;
+/** `KVM_MAX_VCPU_IDS` on x86 (`KVM_MAX_VCPUS * KVM_VCPU_ID_RATIO`, ratio 4). */
+export const KVM_MAX_VCPU_IDS: number = KVM_MAX_VCPUS * 4;
+
 /** `PAGE_SHIFT`. */
 export const PAGE_SHIFT = 12;
 /** `PAGE_SIZE`. */

@@ -42,7 +42,7 @@ import {
 } from "./memslot.ts";
 import type { SlotBacking } from "./backing.ts";
 import { KvmVcpu } from "./vcpu.ts";
-import { PAGE_SIZE } from "./constants.ts";
+import { KVM_MAX_VCPU_IDS, KVM_MAX_VCPUS, PAGE_SIZE } from "./constants.ts";
 
 /** `INVALID_GPA` as a gfn sentinel. */
 export const INVALID_GFN: number = -1;
@@ -388,9 +388,25 @@ export class Kvm {
     }
   }
 
-  /** `KVM_CREATE_VCPU`. */
+  /**
+   * `KVM_CREATE_VCPU` (`kvm_vm_ioctl_create_vcpu`): an id at or above
+   * `KVM_MAX_VCPU_IDS` or a VM already at `max_vcpus` is -EINVAL, a taken
+   * id -EEXIST.
+   */
   createVcpu(id: number = this.vcpus.length): KvmVcpu {
     this.#alive("KVM_CREATE_VCPU");
+    if (!Number.isInteger(id) || id < 0 || id >= KVM_MAX_VCPU_IDS) {
+      throw new KernelError(
+        "EINVAL",
+        `KVM_CREATE_VCPU: id ${id} >= KVM_MAX_VCPU_IDS (${KVM_MAX_VCPU_IDS}) (kvm_vm_ioctl_create_vcpu)`,
+      );
+    }
+    if (this.vcpus.length >= KVM_MAX_VCPUS) {
+      throw new KernelError(
+        "EINVAL",
+        `KVM_CREATE_VCPU: ${this.name} already has max_vcpus (${KVM_MAX_VCPUS}) vCPUs (kvm_vm_ioctl_create_vcpu)`,
+      );
+    }
     if (this.vcpus.some((v) => v.id === id)) {
       throw new KernelError("EEXIST", `KVM_CREATE_VCPU: ${this.name} already has vcpu ${id}`);
     }

@@ -1,6 +1,6 @@
 import { ok, strictEqual, throws } from "node:assert/strict";
 import { Kernel, KernelBug } from "@dmalab/kernel";
-import { Kvm } from "./mod.ts";
+import { Kvm, KVM_MAX_VCPU_IDS, KVM_MAX_VCPUS } from "./mod.ts";
 
 Deno.test("mmu_invalidate_retry_gfn and its lockless pre-check (include/linux/kvm_host.h)", async (t) => {
   await t.step(
@@ -45,4 +45,20 @@ Deno.test("mmu_invalidate_retry_gfn and its lockless pre-check (include/linux/kv
     throws(() => kvm.invalidateEnd(), (e) => e instanceof KernelBug && e.kind === "WARN");
     kvm.mmuLock.unlock();
   });
+});
+
+Deno.test("kvm_vm_ioctl_create_vcpu: id bound and max_vcpus are -EINVAL, a taken id -EEXIST", () => {
+  const world = new Kernel();
+  const kvm = new Kvm(world);
+  throws(() => kvm.createVcpu(KVM_MAX_VCPU_IDS), (e) => (e as { code?: string }).code === "EINVAL");
+  kvm.createVcpu(KVM_MAX_VCPU_IDS - 1);
+  throws(
+    () => kvm.createVcpu(KVM_MAX_VCPU_IDS - 1),
+    (e) => (e as { code?: string }).code === "EEXIST",
+  );
+  for (let i = 0; kvm.vcpus.length < KVM_MAX_VCPUS; i++) kvm.createVcpu(i);
+  throws(
+    () => kvm.createVcpu(KVM_MAX_VCPUS + 5),
+    (e) => (e as { code?: string }).code === "EINVAL",
+  );
 });
