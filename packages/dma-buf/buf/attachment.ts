@@ -15,7 +15,8 @@
  *   notify not built); a NULL table is -ENOMEM; static importers wait for
  *   the KERNEL fences interruptibly (a signal unmaps, unpins and returns
  *   -ERESTARTSYS); the importer gets the DMA-only copy (wrap.ts).
- * - unmap (locked): unwrap, exporter `unmapDmaBuf`, unpin if pinned on map.
+ * - unmap (locked, `might_sleep`): unwrap, exporter `unmapDmaBuf`, unpin if
+ *   pinned on map.
  * - {@linkcode dmaBufInvalidateMappings} (= `dma_buf_move_notify`): the
  *   exporter holds the lock; every attachment with an invalidate callback
  *   hears about it (static importers are pinned instead).
@@ -251,6 +252,7 @@ export class DmaBufAttachment {
   /** `dma_buf_unmap_attachment(attach, sgt, dir)`: resv held. */
   unmap(sgt: SgTable, dir: DmaDataDirection): void {
     const buf = this.dmabuf;
+    buf.world.sched.mightSleep("dma_buf_unmap_attachment");
     dmaBufAssertResvHeld(buf, "dma_buf_unmap_attachment");
     const info = this.mappings.get(sgt);
     if (!info) {

@@ -1,5 +1,5 @@
 import { deepStrictEqual, ok, rejects, strictEqual, throws } from "node:assert/strict";
-import { isErrno, Kernel, KernelBug } from "@dmalab/kernel";
+import { isErrno, Kernel, KernelBug, SpinLock } from "@dmalab/kernel";
 import {
   type DmaBuf,
   dmaBufAttach,
@@ -345,4 +345,26 @@ Deno.test("dma_buf_invalidate_mappings (move_notify)", async (t) => {
     });
   });
   void dmaBufInvalidateMappings;
+});
+
+Deno.test("dma_buf_unmap_attachment might sleep: atomic context is a might_sleep BUG", async () => {
+  const world = new Kernel();
+  const exp = new TestExporter(world);
+  const lock = new SpinLock(world, "importer->lock");
+  await world.runTask("t", async () => {
+    const a = await dmaBufAttach(exp.buf, dev64(world));
+    await exp.buf.resv.lock(null);
+    const sgt = await a.map("DMA_TO_DEVICE");
+    lock.lock();
+    throws(
+      () => a.unmap(sgt, "DMA_TO_DEVICE"),
+      (e) => e instanceof KernelBug && e.kind === "might_sleep",
+    );
+    lock.unlock();
+    strictEqual(a.mappings.size, 1); // nothing was torn down
+    a.unmap(sgt, "DMA_TO_DEVICE");
+    exp.buf.resv.unlock();
+    await a.detach();
+  });
+  deepStrictEqual(world.check(), []);
 });
