@@ -546,8 +546,14 @@ export class IoPagetable {
   async addDomain(domain: IommuDomain): Promise<void> {
     await this.domainsRwsem.downWrite();
     try {
-      if (this.domains.includes(domain)) {
-        throw new KernelError("EINVAL", `iopt_table_add_domain: domain ${domain.id} already added`);
+      // Adding a domain twice is a caller bug: WARN, then -EEXIST.
+      if (
+        this.world.warnOn(
+          this.domains.includes(domain),
+          `iopt_table_add_domain: domain ${domain.id} already added`,
+        )
+      ) {
+        throw new KernelError("EEXIST", `iopt_table_add_domain: domain ${domain.id} already added`);
       }
       const added: IoptArea[] = [];
       try {
@@ -575,7 +581,15 @@ export class IoPagetable {
     await this.domainsRwsem.downWrite();
     try {
       const i = this.domains.indexOf(domain);
-      if (i < 0) return;
+      // Removing a domain that was never added is a caller bug (WARN_ON).
+      if (
+        this.world.warnOn(
+          i < 0,
+          `iopt_table_remove_domain: domain ${domain.id} is not in the table`,
+        )
+      ) {
+        return;
+      }
       for (const a of this.areas) {
         await a.pages.mutex.lock();
         this.#unfillDomain(a, domain);

@@ -9,6 +9,7 @@ import {
   anonInodeGetfile,
   filesOf,
   Kernel,
+  KernelBug,
   KernelError,
   memfdCreate,
   memfdFile,
@@ -537,5 +538,29 @@ Deno.test("iommufd object-type and range errnos (iommufd_hwpt_alloc, iommufd_dev
       errno("EINVAL"),
     );
     f.ictx.ioasAllowIovas(f.ioas, [{ start: 64 * PAGE, last: 64 * PAGE + 1 }]);
+  });
+});
+
+Deno.test("iopt_table_add_domain / iopt_table_remove_domain: a duplicate or unknown domain is a WARN", async (t) => {
+  await fixture(t, "domain table misuse", async (f) => {
+    const iopt = f.ictx.ioas(f.ioas).iopt;
+    const domain = f.ictx.ioas(f.ioas).hwpts[0]!.domain;
+    await rejects(iopt.addDomain(domain), (e) => e instanceof KernelBug && e.kind === "WARN");
+    const stray = f.ictx.iommu.pagingDomainAlloc(f.gpu);
+    await rejects(iopt.removeDomain(stray), (e) => e instanceof KernelBug && e.kind === "WARN");
+    stray.free();
+  });
+  await t.step("permissive: the duplicate add is -EEXIST after the WARN", async () => {
+    const world = new Kernel({ strict: false });
+    const m = defaultMachine(world);
+    iommuSetup(world);
+    const ictx = new IommufdCtx(world);
+    await world.runTask("selftest", async () => {
+      const ioas = ictx.ioasAlloc();
+      await ictx.attach(ictx.bindDevice(m.nic), ioas);
+      const iopt = ictx.ioas(ioas).iopt;
+      await rejects(iopt.addDomain(ictx.ioas(ioas).hwpts[0]!.domain), errno("EEXIST"));
+      strictEqual(world.bugs.filter((b) => b.kind === "WARN").length, 1);
+    });
   });
 });
