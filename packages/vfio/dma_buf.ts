@@ -365,6 +365,27 @@ export async function vfioPciCoreFeatureDmaBuf(
   if (!vdev.opened) {
     throw new KernelError("ENODEV", `VFIO_DEVICE_FEATURE_DMA_BUF: ${vdev.pdev.name} is not open`);
   }
+  // vfio_ioctl_device_feature: unknown flag bits, and GET with SET unless
+  // probing, are -EINVAL before the feature is dispatched.
+  const known = 0xffff | VFIO_DEVICE_FEATURE_GET | VFIO_DEVICE_FEATURE_SET |
+    VFIO_DEVICE_FEATURE_PROBE;
+  if (flags & ~known) {
+    throw new KernelError(
+      "EINVAL",
+      `VFIO_DEVICE_FEATURE: unknown flags 0x${
+        ((flags & ~known) >>> 0).toString(16)
+      } (vfio_ioctl_device_feature)`,
+    );
+  }
+  if (
+    !(flags & VFIO_DEVICE_FEATURE_PROBE) && (flags & VFIO_DEVICE_FEATURE_SET) &&
+    (flags & VFIO_DEVICE_FEATURE_GET)
+  ) {
+    throw new KernelError(
+      "EINVAL",
+      "VFIO_DEVICE_FEATURE: GET and SET together without PROBE (vfio_ioctl_device_feature)",
+    );
+  }
   const feature = flags & 0xffff;
   if (feature !== VFIO_DEVICE_FEATURE_DMA_BUF) {
     throw new KernelError("ENOTTY", `VFIO_DEVICE_FEATURE: feature ${feature} is not DMA_BUF`);

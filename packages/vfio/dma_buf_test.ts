@@ -319,3 +319,20 @@ Deno.test("vfio_pci_dev_set_hot_reset: -EBUSY unrevokes the devices already take
     strictEqual(dmaBufRevokeState(e.dmabuf), "ok");
   });
 });
+
+Deno.test("vfio_ioctl_device_feature: unknown flag bits are -EINVAL before the feature dispatch", async () => {
+  const { world, vdev } = setup({});
+  await world.runTask("qemu", async () => {
+    await vdev.open();
+    await rejects(vfioPciCoreFeatureDmaBuf(vdev, GET | (1 << 20), req()), errno("EINVAL"));
+    // Even with a feature the device does not have (-ENOTTY otherwise).
+    await rejects(
+      vfioPciCoreFeatureDmaBuf(vdev, VFIO_DEVICE_FEATURE_GET | 99 | (1 << 20), req()),
+      errno("EINVAL"),
+    );
+    await rejects(
+      vfioPciCoreFeatureDmaBuf(vdev, VFIO_DEVICE_FEATURE_GET | 99, req()),
+      errno("ENOTTY"),
+    );
+  });
+});
